@@ -1,0 +1,27 @@
+//! Compiles `proto/` with protox (pure Rust, no system `protoc`) and writes
+//! the descriptor set that server reflection serves.
+
+use std::{env, fs, path::PathBuf};
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto = "proto/invoicecase/v1/invoice_case.proto";
+    println!("cargo:rerun-if-changed=proto");
+
+    let fds = protox::compile([proto], ["proto"])?;
+    // `compile_fds` ignores `file_descriptor_set_path`, so the set that
+    // reflection serves (with source info: grpcurl shows the comments) is
+    // written here.
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    fs::write(
+        out_dir.join("invoicecase_descriptor.bin"),
+        fds.encode_to_vec(),
+    )?;
+
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

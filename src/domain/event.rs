@@ -1,0 +1,144 @@
+//! What an action did: the action's name and every state change it made
+//! (SPEC §4).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::state::{CaseState, LineState};
+
+/// The actions, one per mutating RPC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Action {
+    Create,
+    AddLine,
+    RemoveLine,
+    Submit,
+    AssignToMe,
+    RequestInformation,
+    InformationReceived,
+    ProposeSolution,
+    Close,
+    Cancel,
+    SetLineState,
+}
+
+impl Action {
+    /// Every action.
+    pub const ALL: [Action; 11] = [
+        Action::Create,
+        Action::AddLine,
+        Action::RemoveLine,
+        Action::Submit,
+        Action::AssignToMe,
+        Action::RequestInformation,
+        Action::InformationReceived,
+        Action::ProposeSolution,
+        Action::Close,
+        Action::Cancel,
+        Action::SetLineState,
+    ];
+
+    /// The name used in the database, events and error details.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "CREATE",
+            Action::AddLine => "ADD_LINE",
+            Action::RemoveLine => "REMOVE_LINE",
+            Action::Submit => "SUBMIT",
+            Action::AssignToMe => "ASSIGN_TO_ME",
+            Action::RequestInformation => "REQUEST_INFORMATION",
+            Action::InformationReceived => "INFORMATION_RECEIVED",
+            Action::ProposeSolution => "PROPOSE_SOLUTION",
+            Action::Close => "CLOSE",
+            Action::Cancel => "CANCEL",
+            Action::SetLineState => "SET_LINE_STATE",
+        }
+    }
+
+    /// The inverse of [`Action::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a state changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Cause {
+    /// The entity the action names (the case for case actions, the line for
+    /// line actions).
+    Direct,
+    /// A consequence: a case action's effect on the lines, or a
+    /// synchronisation rule (R1, R2).
+    Cascade,
+}
+
+/// One state change of a case or a line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "entity", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StateChange {
+    /// The case changed state (`from` is `None` on creation).
+    Case {
+        id: Uuid,
+        number: String,
+        cause: Cause,
+        from: Option<CaseState>,
+        to: CaseState,
+    },
+    /// A line changed state (`from` is `None` when it was added, `to` when it
+    /// was removed).
+    Line {
+        id: Uuid,
+        number: String,
+        cause: Cause,
+        from: Option<LineState>,
+        to: Option<LineState>,
+    },
+}
+
+impl StateChange {
+    /// The cause of the change.
+    pub fn cause(&self) -> Cause {
+        match self {
+            StateChange::Case { cause, .. } | StateChange::Line { cause, .. } => *cause,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_names_round_trip() {
+        for action in Action::ALL {
+            assert_eq!(Action::parse(action.as_str()), Some(action));
+        }
+    }
+
+    #[test]
+    fn changes_serialise_with_their_entity() {
+        let change = StateChange::Line {
+            id: Uuid::nil(),
+            number: "INVCSL0000001".into(),
+            cause: Cause::Cascade,
+            from: Some(LineState::New),
+            to: Some(LineState::WorkInProgress),
+        };
+        let json = serde_json::to_value(&change).unwrap();
+        assert_eq!(json["entity"], "LINE");
+        assert_eq!(json["from"], "NEW");
+        assert_eq!(json["to"], "WORK_IN_PROGRESS");
+        assert_eq!(json["cause"], "CASCADE");
+        assert_eq!(serde_json::from_value::<StateChange>(json).unwrap(), change);
+    }
+}
