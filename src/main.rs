@@ -1,1 +1,160 @@
-fn main() {}
+//! `invoice-cases`: the command line of the invoice case service.
+
+use std::{path::Path, time::Duration};
+
+use anyhow::Context as _;
+use clap::Parser;
+use invoice_cases::{
+    auth::{self, KeySet, KeySettings},
+    config::{AuthArgs, Cli, Command, DatabaseArgs, LogFormat, ServeArgs, TokenArgs},
+    embedded::EmbeddedPostgres,
+    server::{self, ServerSettings},
+    store,
+};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => serve(*args).await,
+        Command::Migrate(args) => migrate(args).await,
+        Command::Token(args) => token(args),
+        Command::States => {
+            print!("{}", invoice_cases::domain::diagram::mermaid());
+            Ok(())
+        }
+    }
+}
+
+/// The database to use: the configured URL, or the embedded cluster.
+async fn database(args: &DatabaseArgs) -> anyhow::Result<(String, Option<EmbeddedPostgres>)> {
+    match &args.database_url {
+        Some(url) => Ok((url.clone(), None)),
+        None => {
+            let cluster = EmbeddedPostgres::start(&args.data_dir, args.pg_bin_dir.as_deref())
+                .await
+                .context("cannot start the embedded PostgreSQL")?;
+            Ok((cluster.database_url(), Some(cluster)))
+        }
+    }
+}
+
+fn jwt_secret(explicit: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
+    match explicit {
+        Some(secret) => {
+            auth::secret::check_secret(secret)?;
+            Ok(secret.to_owned())
+        }
+        None => auth::load_or_create_secret(data_dir),
+    }
+}
+
+fn keys(args: &AuthArgs, data_dir: &Path) -> anyhow::Result<KeySet> {
+    let secret = jwt_secret(args.jwt_secret.as_deref(), data_dir)?;
+    if args.jwt_secret.is_none() {
+        tracing::info!(file = %data_dir.join("jwt-secret").display(), "JWT secret from the data directory");
+    }
+    Ok(KeySet::hs256(
+        secret.as_bytes(),
+        KeySettings {
+            leeway_seconds: args.jwt_leeway_seconds,
+            issuer: args.jwt_issuer.clone(),
+            audience: args.jwt_audience.clone(),
+        },
+    ))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let keys = keys(&args.auth, &args.database.data_dir)?;
+    let (database_url, cluster) = database(&args.database).await?;
+    let result = async {
+        let running = server::start(ServerSettings {
+            listen: args.listen,
+            database_url,
+            pool: args.pool(),
+            keys,
+            idempotency_retention: Duration::from_secs(args.idempotency_retention_hours * 3600),
+            health_interval: Duration::from_secs(2),
+        })
+        .await?;
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        running.shutdown().await
+    }
+    .await;
+    if let Some(cluster) = cluster {
+        cluster.stop().await?;
+    }
+    result
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}
+
+async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
+    let (database_url, cluster) = database(&args).await?;
+    let result = store::run_migrations(&database_url).await;
+    if let Some(cluster) = cluster {
+        cluster.stop().await?;
+    }
+    let applied = result?;
+    tracing::info!(?applied, "database migrated");
+    Ok(())
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let secret = jwt_secret(args.jwt_secret.as_deref(), &args.data_dir)?;
+    let token = auth::mint_token(
+        &secret,
+        &args.sub,
+        &args.roles,
+        args.accounts,
+        args.ttl,
+        args.issuer,
+        args.audience,
+    )?;
+    println!("{token}");
+    Ok(())
+}

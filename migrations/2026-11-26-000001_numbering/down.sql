@@ -1,0 +1,2 @@
+DROP SEQUENCE case_line_number_seq;
+DROP SEQUENCE invoice_case_number_seq;

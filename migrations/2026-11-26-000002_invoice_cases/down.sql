@@ -1,0 +1,2 @@
+DROP TABLE case_lines;
+DROP TABLE invoice_cases;

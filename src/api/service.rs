@@ -1,0 +1,434 @@
+//! The `InvoiceCaseService` handlers. Every handler has one shape:
+//! authorise → convert and validate → one store call → convert back.
+
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tonic::{Request, Response, Status};
+
+use super::{convert, filter, paging, requests, requests::Violations, status};
+use crate::{
+    auth::{Authenticator, Caller, Permission},
+    domain::Command,
+    pb::{self, invoice_case_service_server::InvoiceCaseService},
+    store::{self, CaseKey, Idempotency, MutationMeta, Store},
+    watch::{WatchHub, WatchStream},
+};
+
+/// The gRPC service.
+#[derive(Clone)]
+pub struct InvoiceCaseApi {
+    store: Store,
+    auth: Authenticator,
+    watch: WatchHub,
+}
+
+impl InvoiceCaseApi {
+    pub fn new(store: Store, auth: Authenticator, watch: WatchHub) -> Self {
+        InvoiceCaseApi { store, auth, watch }
+    }
+
+    fn authorize<T>(&self, request: &Request<T>, permission: Permission) -> Result<Caller, Status> {
+        self.auth
+            .authorize(request.metadata(), permission)
+            .map_err(status::auth)
+    }
+
+    /// The shape every mutation on an existing case shares: authorise,
+    /// convert the request into a store request, run it in one
+    /// transaction, return the case.
+    async fn mutate<R>(
+        &self,
+        request: Request<R>,
+        method: &'static str,
+        permission: Permission,
+        build: impl FnOnce(&R, &mut Violations) -> Option<store::Request>,
+    ) -> Result<Response<pb::InvoiceCase>, Status>
+    where
+        R: Mutation,
+    {
+        let caller = self.authorize(&request, permission)?;
+        let request = request.into_inner();
+        let mut v = Violations::default();
+        let key = v.check("case_id", requests::case_key(request.case_id()));
+        let meta = envelope_of(&mut v, &caller, method, &request);
+        let store_request = build(&request, &mut v);
+        let (key, meta, store_request) = v
+            .finish((|| Some((key?, meta?, store_request?)))())
+            .map_err(status::invalid_argument)?;
+        let case = self
+            .store
+            .act(&key, &caller.access, store_request, &meta)
+            .await
+            .map_err(|e| status::store(e, request.case_id()))?;
+        Ok(Response::new(convert::invoice_case(case)))
+    }
+}
+
+/// The fields every mutating request carries.
+pub trait Mutation: Message {
+    fn case_id(&self) -> &str;
+    fn etag(&self) -> &str;
+    fn request_id(&self) -> &str;
+    fn comment(&self) -> &str {
+        ""
+    }
+}
+
+macro_rules! mutation {
+    ($($ty:ty),+ $(,)?) => {$(
+        impl Mutation for $ty {
+            fn case_id(&self) -> &str { &self.case_id }
+            fn etag(&self) -> &str { &self.etag }
+            fn request_id(&self) -> &str { &self.request_id }
+            fn comment(&self) -> &str { &self.comment }
+        }
+    )+};
+}
+
+mutation!(
+    pb::SubmitCaseRequest,
+    pb::AssignToMeRequest,
+    pb::RequestInformationRequest,
+    pb::InformationReceivedRequest,
+    pb::CloseCaseRequest,
+    pb::CancelCaseRequest,
+    pb::ProposeSolutionRequest,
+    pb::SetLineStateRequest,
+);
+
+impl Mutation for pb::AddCaseLineRequest {
+    fn case_id(&self) -> &str {
+        &self.case_id
+    }
+    fn etag(&self) -> &str {
+        &self.etag
+    }
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+}
+
+impl Mutation for pb::RemoveCaseLineRequest {
+    fn case_id(&self) -> &str {
+        &self.case_id
+    }
+    fn etag(&self) -> &str {
+        &self.etag
+    }
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+}
+
+/// Actor, etag, idempotency key and comment of a mutating request.
+fn envelope<R: Message>(
+    v: &mut Violations,
+    caller: &Caller,
+    method: &'static str,
+    request: &R,
+    request_id: &str,
+    etag: &str,
+    comment: &str,
+) -> Option<MutationMeta> {
+    let request_id = v.check("request_id", requests::request_id(request_id));
+    let etag = v.check("etag", requests::etag(etag));
+    let comment = v.check("comment", requests::comment(comment));
+    Some(MutationMeta {
+        actor: caller.subject.clone(),
+        etag: etag?,
+        idempotency: request_id?.map(|request_id| Idempotency {
+            request_id,
+            method,
+            fingerprint: fingerprint(method, request),
+        }),
+        comment: comment?,
+    })
+}
+
+fn envelope_of<R: Mutation>(
+    v: &mut Violations,
+    caller: &Caller,
+    method: &'static str,
+    request: &R,
+) -> Option<MutationMeta> {
+    envelope(
+        v,
+        caller,
+        method,
+        request,
+        request.request_id(),
+        request.etag(),
+        request.comment(),
+    )
+}
+
+/// A hash of the whole request: a reused request id must come with the
+/// same request.
+fn fingerprint<R: Message>(method: &str, request: &R) -> Vec<u8> {
+    let mut hash = Sha256::new();
+    hash.update(method.as_bytes());
+    hash.update([0]);
+    hash.update(request.encode_to_vec());
+    hash.finalize().to_vec()
+}
+
+#[tonic::async_trait]
+impl InvoiceCaseService for InvoiceCaseApi {
+    async fn create_invoice_case(
+        &self,
+        request: Request<pb::CreateInvoiceCaseRequest>,
+    ) -> Result<Response<pb::InvoiceCase>, Status> {
+        let caller = self.authorize(&request, Permission::Create)?;
+        let request = request.into_inner();
+        let mut v = Violations::default();
+        let meta = envelope(
+            &mut v,
+            &caller,
+            "CreateInvoiceCase",
+            &request,
+            &request.request_id,
+            "",
+            "",
+        );
+        let new = match requests::new_case(request.invoice_case.as_ref()) {
+            Ok(new) => Some(new),
+            Err(violations) => {
+                for violation in violations {
+                    v.check::<()>(violation.field, Err(violation.description));
+                }
+                None
+            }
+        };
+        let (meta, new) = v
+            .finish((|| Some((meta?, new?)))())
+            .map_err(status::invalid_argument)?;
+        let case = self
+            .store
+            .create_case(new, &meta)
+            .await
+            .map_err(|e| status::store(e, ""))?;
+        Ok(Response::new(convert::invoice_case(case)))
+    }
+
+    async fn get_invoice_case(
+        &self,
+        request: Request<pb::GetInvoiceCaseRequest>,
+    ) -> Result<Response<pb::InvoiceCase>, Status> {
+        let caller = self.authorize(&request, Permission::Read)?;
+        let request = request.into_inner();
+        let key = requests::case_key(&request.case_id)
+            .map_err(|e| status::invalid_field("case_id", e))?;
+        let case = self
+            .store
+            .get_case(&key, &caller.access)
+            .await
+            .map_err(|e| status::store(e, &request.case_id))?;
+        Ok(Response::new(convert::invoice_case(case)))
+    }
+
+    async fn list_invoice_cases(
+        &self,
+        request: Request<pb::ListInvoiceCasesRequest>,
+    ) -> Result<Response<pb::ListInvoiceCasesResponse>, Status> {
+        let caller = self.authorize(&request, Permission::Read)?;
+        let request = request.into_inner();
+        let mut v = Violations::default();
+        let size = v.check(
+            "page_size",
+            paging::page_size(
+                request.page_size,
+                paging::DEFAULT_CASE_PAGE,
+                paging::MAX_CASE_PAGE,
+            ),
+        );
+        let filter = v.check("filter", filter::parse(&request.filter));
+        let after = v.check(
+            "page_token",
+            paging::parse_case_token(&request.page_token, &request.filter),
+        );
+        let (size, filter, after) = v
+            .finish((|| Some((size?, filter?, after?)))())
+            .map_err(status::invalid_argument)?;
+        let page = self
+            .store
+            .list_cases(&filter, &caller.access, after, size)
+            .await
+            .map_err(|e| status::store(e, ""))?;
+        Ok(Response::new(pb::ListInvoiceCasesResponse {
+            invoice_cases: page.cases.into_iter().map(convert::invoice_case).collect(),
+            next_page_token: page
+                .next
+                .map(|key| paging::case_token(key, &request.filter))
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn add_case_line(
+        &self,
+        request: Request<pb::AddCaseLineRequest>,
+    ) -> Result<Response<pb::InvoiceCase>, Status> {
+        self.mutate(request, "AddCaseLine", Permission::EditLines, |r, v| {
+            let Some(line) = &r.line else {
+                v.check::<()>("line", Err("is required".into()));
+                return None;
+            };
+            requests::new_line(line, "line", v).map(store::Request::AddLine)
+        })
+        .await
+    }
+
+    async fn remove_case_line(
+        &self,
+        request: Request<pb::RemoveCaseLineRequest>,
+    ) -> Result<Response<pb::InvoiceCase>, Status> {
+        self.mutate(request, "RemoveCaseLine", Permission::EditLines, |r, v| {
+            let line = v.check("line_id", requests::line_ref(&r.line_id))?;
+            Some(store::Request::Command(Command::RemoveLine { line }))
+        })
+        .await
+    }
+
+    async fn submit_case(
+        &self,
+        request: Request<pb::SubmitCaseRequest>,
+    ) -> Result<Response<pb::InvoiceCase>, Status> {
+        self.mutate(request, "SubmitCase", Permission::SubmitOrCancel, |_, _| {
+            Some(store::Request::Command(Command::Submit))
+        })
+        .await
+    }
+
+    async fn assign_to_me(
+        &self,
+        request: Request<pb::AssignToMeRequest>,
+    ) -> Result<Response<pb::InvoiceCase>, Status> {
+        self.mutate(request, "AssignToMe", Permission::Work, |_, _| {
+            Some(store::Request::Command(Command::AssignToMe))
+        })
+        .await
+    }
+
+    async fn request_information(
+        &self,
+        request: Request<pb::RequestInformationRequest>,
+    ) -> Result<Response<pb::InvoiceCase>, Status> {
+        self.mutate(request, "RequestInformation", Permission::Work, |_, _| {
+            Some(store::Request::Command(Command::RequestInformation))
+        })
+        .await
+    }
+
+    async fn information_received(
+        &self,
+        request: Request<pb::InformationReceivedRequest>,
+    ) -> Result<Response<pb::InvoiceCase>, Status> {
+        self.mutate(request, "InformationReceived", Permission::Work, |_, _| {
+            Some(store::Request::Command(Command::InformationReceived))
+        })
+        .await
+    }
+
+    async fn propose_solution(
+        &self,
+        request: Request<pb::ProposeSolutionRequest>,
+    ) -> Result<Response<pb::InvoiceCase>, Status> {
+        self.mutate(request, "ProposeSolution", Permission::Work, |r, v| {
+            requests::propose_solution(r, v)
+                .map(|solution| store::Request::Command(Command::ProposeSolution(solution)))
+        })
+        .await
+    }
+
+    async fn close_case(
+        &self,
+        request: Request<pb::CloseCaseRequest>,
+    ) -> Result<Response<pb::InvoiceCase>, Status> {
+        self.mutate(request, "CloseCase", Permission::Work, |_, _| {
+            Some(store::Request::Command(Command::Close))
+        })
+        .await
+    }
+
+    async fn cancel_case(
+        &self,
+        request: Request<pb::CancelCaseRequest>,
+    ) -> Result<Response<pb::InvoiceCase>, Status> {
+        self.mutate(request, "CancelCase", Permission::SubmitOrCancel, |_, _| {
+            Some(store::Request::Command(Command::Cancel))
+        })
+        .await
+    }
+
+    async fn set_line_state(
+        &self,
+        request: Request<pb::SetLineStateRequest>,
+    ) -> Result<Response<pb::InvoiceCase>, Status> {
+        self.mutate(request, "SetLineState", Permission::Work, |r, v| {
+            let (line, target, resolution) = requests::set_line_state(r, v)?;
+            Some(store::Request::Command(Command::SetLineState {
+                line,
+                target,
+                resolution,
+            }))
+        })
+        .await
+    }
+
+    async fn list_state_changes(
+        &self,
+        request: Request<pb::ListStateChangesRequest>,
+    ) -> Result<Response<pb::ListStateChangesResponse>, Status> {
+        let caller = self.authorize(&request, Permission::Read)?;
+        let request = request.into_inner();
+        let mut v = Violations::default();
+        let key = v.check("case_id", requests::case_key(&request.case_id));
+        let size = v.check(
+            "page_size",
+            paging::page_size(
+                request.page_size,
+                paging::DEFAULT_EVENT_PAGE,
+                paging::MAX_EVENT_PAGE,
+            ),
+        );
+        let (key, size): (CaseKey, usize) = v
+            .finish((|| Some((key?, size?)))())
+            .map_err(status::invalid_argument)?;
+        let (case_id, _) = self
+            .store
+            .find_case(&key, &caller.access)
+            .await
+            .map_err(|e| status::store(e, &request.case_id))?;
+        let after = paging::parse_event_token(&request.page_token, case_id)
+            .map_err(|e| status::invalid_field("page_token", e))?;
+        let page = self
+            .store
+            .list_events(case_id, after, size)
+            .await
+            .map_err(|e| status::store(e, &request.case_id))?;
+        Ok(Response::new(pb::ListStateChangesResponse {
+            events: page
+                .events
+                .into_iter()
+                .map(|event| {
+                    let cursor = crate::watch::cursor::encode(event.position);
+                    convert::event(event, cursor)
+                })
+                .collect(),
+            next_page_token: page
+                .next_after
+                .map(|after| paging::event_token(case_id, after))
+                .unwrap_or_default(),
+        }))
+    }
+
+    type WatchStateChangesStream = WatchStream;
+
+    async fn watch_state_changes(
+        &self,
+        request: Request<pb::WatchStateChangesRequest>,
+    ) -> Result<Response<Self::WatchStateChangesStream>, Status> {
+        let caller = self.authorize(&request, Permission::Read)?;
+        let stream = self.watch.subscribe(&self.store, caller, request.into_inner()).await?;
+        Ok(Response::new(stream))
+    }
+}

@@ -1,0 +1,227 @@
+//! Every error to a gRPC status, in one place (SPEC §5).
+//!
+//! Clients get a code, a plain message and `google.rpc` details
+//! (`BadRequest`, `ErrorInfo`, `ResourceInfo`, `PreconditionFailure`,
+//! `RetryInfo`); internal causes go to the log with an incident id that the
+//! status carries in `RequestInfo`, never to the client.
+
+use std::{collections::HashMap, time::Duration};
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, FieldViolation, PreconditionViolation, StatusExt};
+use uuid::Uuid;
+
+use crate::{
+    auth::AuthError,
+    domain::{Action, DomainError, Violation},
+    store::StoreError,
+};
+
+/// The `ErrorInfo.domain` of this service's errors.
+pub const ERROR_DOMAIN: &str = "invoicecase.v1";
+
+/// `ErrorInfo.reason` of an action the current state does not allow.
+pub const INVALID_STATE_TRANSITION: &str = "INVALID_STATE_TRANSITION";
+
+/// INVALID_ARGUMENT with one `BadRequest` violation per field.
+pub fn invalid_argument(violations: Vec<Violation>) -> Status {
+    let summary: Vec<String> = violations
+        .iter()
+        .take(5)
+        .map(|v| {
+            if v.field.is_empty() {
+                v.description.clone()
+            } else {
+                format!("{} {}", v.field, v.description)
+            }
+        })
+        .collect();
+    let more = violations.len().saturating_sub(summary.len());
+    let mut message = format!("invalid request: {}", summary.join("; "));
+    if more > 0 {
+        message.push_str(&format!(" (and {more} more)"));
+    }
+    let details = ErrorDetails::with_bad_request(
+        violations
+            .into_iter()
+            .map(|v| FieldViolation::new(v.field, v.description))
+            .collect::<Vec<_>>(),
+    );
+    Status::with_error_details(Code::InvalidArgument, message, details)
+}
+
+/// One invalid field.
+pub fn invalid_field(field: &str, description: impl Into<String>) -> Status {
+    invalid_argument(vec![Violation {
+        field: field.to_owned(),
+        description: description.into(),
+    }])
+}
+
+/// UNAUTHENTICATED or PERMISSION_DENIED. Why a token was refused is logged,
+/// not told: the client only learns that it was.
+pub fn auth(error: AuthError) -> Status {
+    match error {
+        AuthError::Unauthenticated(reason) => {
+            tracing::info!(%reason, "refused a call without a valid token");
+            Status::unauthenticated("a valid bearer token is required")
+        }
+        AuthError::PermissionDenied(permission) => Status::with_error_details(
+            Code::PermissionDenied,
+            format!("the caller's roles do not allow {permission}"),
+            ErrorDetails::with_error_info(
+                "MISSING_ROLE",
+                ERROR_DOMAIN,
+                HashMap::from([("permission".to_owned(), format!("{permission:?}"))]),
+            ),
+        ),
+    }
+}
+
+/// Maps a store (or domain) error; `case` is the case the request named.
+pub fn store(error: StoreError, case: &str) -> Status {
+    match error {
+        StoreError::Domain(error) => domain(error, case),
+        StoreError::CaseNotFound => Status::with_error_details(
+            Code::NotFound,
+            format!("invoice case {case:?} not found"),
+            ErrorDetails::with_resource_info("invoicecase.v1.InvoiceCase", case, "", "not found"),
+        ),
+        StoreError::StaleEtag { given, current } => Status::with_error_details(
+            Code::Aborted,
+            format!("the case changed: etag {given:?} is stale; read it again and retry"),
+            ErrorDetails::with_error_info(
+                "ETAG_MISMATCH",
+                ERROR_DOMAIN,
+                HashMap::from([
+                    ("givenEtag".to_owned(), given),
+                    ("currentEtag".to_owned(), current),
+                ]),
+            ),
+        ),
+        StoreError::RequestIdReused(id) => invalid_field(
+            "request_id",
+            format!("{id} was already used for a different request"),
+        ),
+        StoreError::Unavailable(cause) => {
+            tracing::warn!(%cause, "database unavailable");
+            Status::with_error_details(
+                Code::Unavailable,
+                "the database is unavailable; retry later",
+                ErrorDetails::with_retry_info(Some(Duration::from_secs(1))),
+            )
+        }
+        StoreError::DeadlineExceeded => Status::deadline_exceeded(
+            "the deadline expired before the database finished; nothing was changed",
+        ),
+        StoreError::Corrupt(cause) => internal(&cause),
+        StoreError::Database(cause) => internal(&cause),
+    }
+}
+
+/// INTERNAL without internals; the cause is logged under an incident id.
+pub fn internal(cause: &dyn std::fmt::Display) -> Status {
+    let incident = Uuid::new_v4().to_string();
+    tracing::error!(%incident, %cause, "internal error");
+    Status::with_error_details(
+        Code::Internal,
+        format!("internal error (incident {incident})"),
+        ErrorDetails::with_request_info(incident, ""),
+    )
+}
+
+fn domain(error: DomainError, case: &str) -> Status {
+    let message = error.to_string();
+    match error {
+        DomainError::InvalidTransition {
+            action,
+            case_state,
+            line,
+        } => {
+            let mut metadata = HashMap::from([
+                ("action".to_owned(), action.as_str().to_owned()),
+                ("caseState".to_owned(), case_state.as_str().to_owned()),
+            ]);
+            let (subject, current) = match &line {
+                Some(line) => {
+                    metadata.insert("entity".into(), "LINE".into());
+                    metadata.insert("lineId".into(), line.id.to_string());
+                    metadata.insert("lineNumber".into(), line.number.clone());
+                    metadata.insert("lineState".into(), line.state.as_str().into());
+                    (line.number.clone(), line.state.as_str())
+                }
+                None => {
+                    metadata.insert("entity".into(), "CASE".into());
+                    (case.to_owned(), case_state.as_str())
+                }
+            };
+            metadata.insert("currentState".into(), current.to_owned());
+            precondition(
+                INVALID_STATE_TRANSITION,
+                message,
+                metadata,
+                PreconditionViolation::new("STATE", subject, hint(action)),
+            )
+        }
+        DomainError::NoActiveLines => precondition(
+            "NO_ACTIVE_LINES",
+            message,
+            HashMap::from([("action".to_owned(), Action::Submit.as_str().to_owned())]),
+            PreconditionViolation::new("LINES", case, "add a line before submitting"),
+        ),
+        DomainError::LinesNotFinal(lines) => precondition(
+            "LINES_NOT_FINAL",
+            message,
+            HashMap::from([
+                ("action".to_owned(), Action::Close.as_str().to_owned()),
+                ("lines".to_owned(), lines.join(",")),
+            ]),
+            PreconditionViolation::new("LINES", case, "every line must be final"),
+        ),
+        DomainError::TooManyLines => precondition(
+            "LINE_LIMIT_REACHED",
+            message,
+            HashMap::from([("action".to_owned(), Action::AddLine.as_str().to_owned())]),
+            PreconditionViolation::new("LINES", case, "the case has the most lines it may hold"),
+        ),
+        DomainError::LineNotFound(line) => Status::with_error_details(
+            Code::NotFound,
+            format!("the case has no line {line}"),
+            ErrorDetails::with_resource_info(
+                "invoicecase.v1.CaseLine",
+                line.to_string(),
+                case,
+                "not found",
+            ),
+        ),
+        DomainError::InvalidRequest(violations) => invalid_argument(violations),
+    }
+}
+
+fn precondition(
+    reason: &str,
+    message: String,
+    metadata: HashMap<String, String>,
+    violation: PreconditionViolation,
+) -> Status {
+    let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
+    details.set_precondition_failure(vec![violation]);
+    Status::with_error_details(Code::FailedPrecondition, message, details)
+}
+
+/// What state an action needs, for the precondition detail.
+fn hint(action: Action) -> &'static str {
+    match action {
+        Action::Create => "",
+        Action::AddLine => "lines are added while the case is DRAFT, NEW, WORK_IN_PROGRESS or AWAITING_INFO",
+        Action::RemoveLine => "lines are removed while the case is DRAFT",
+        Action::Submit => "a case is submitted from DRAFT",
+        Action::AssignToMe => "a case is assigned from NEW",
+        Action::RequestInformation => "information is requested while the case is WORK_IN_PROGRESS",
+        Action::InformationReceived => "information is received while the case is AWAITING_INFO",
+        Action::ProposeSolution => "a solution is proposed while the case is WORK_IN_PROGRESS",
+        Action::Close => "a case is closed from RESOLVED",
+        Action::Cancel => "a case is canceled from DRAFT",
+        Action::SetLineState => "see SetLineState: the line and the case must be in states that allow the target",
+    }
+}

@@ -1,0 +1,128 @@
+//! Authentication (JWT bearer tokens) and authorisation (roles and
+//! accounts, SPEC §8).
+//!
+//! Handlers call [`Authenticator::authorize`] first: it reads the bearer
+//! token, checks it, and checks the caller's roles against the one
+//! permission matrix in [`permissions`].
+
+mod keys;
+mod permissions;
+pub mod secret;
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+use tonic::metadata::MetadataMap;
+
+pub use keys::{KeySet, KeySettings};
+pub use permissions::{Permission, Role};
+pub use secret::{load_or_create_secret, mint_token};
+
+use crate::store::Access;
+
+/// Longest token accepted; longer ones are refused before any parsing.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// The claims this service reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// The caller: recorded as the actor, assignee of Assign to me.
+    pub sub: String,
+    /// `viewer`, `requester`, `agent`, `admin`; others are ignored.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// When present, the only accounts whose cases the caller may see.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accounts: Option<Vec<String>>,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub subject: String,
+    pub roles: HashSet<Role>,
+    pub access: Access,
+}
+
+/// Why a call is refused before it runs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No usable token. The reason is for the log only: clients get one
+    /// message whatever went wrong.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The caller's roles do not allow the call.
+    #[error("the caller's roles do not allow {0}")]
+    PermissionDenied(Permission),
+}
+
+/// Checks bearer tokens.
+#[derive(Clone)]
+pub struct Authenticator {
+    keys: KeySet,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator").finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// An authenticator that accepts tokens signed with these keys.
+    pub fn new(keys: KeySet) -> Self {
+        Authenticator { keys }
+    }
+
+    /// Authenticates the call and checks that the caller may do `permission`.
+    pub fn authorize(
+        &self,
+        metadata: &MetadataMap,
+        permission: Permission,
+    ) -> Result<Caller, AuthError> {
+        let caller = self.authenticate(metadata)?;
+        if caller.roles.iter().any(|role| role.allows(permission)) {
+            Ok(caller)
+        } else {
+            Err(AuthError::PermissionDenied(permission))
+        }
+    }
+
+    /// Reads and checks the bearer token.
+    pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Caller, AuthError> {
+        let unauthenticated = |why: &str| AuthError::Unauthenticated(why.to_owned());
+        let value = metadata
+            .get("authorization")
+            .ok_or_else(|| unauthenticated("no authorization metadata"))?;
+        if value.len() > MAX_TOKEN_BYTES + "Bearer ".len() {
+            return Err(unauthenticated("token too long"));
+        }
+        let value = value
+            .to_str()
+            .map_err(|_| unauthenticated("authorization is not ASCII"))?;
+        let token = match value.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+            _ => return Err(unauthenticated("authorization is not a bearer token")),
+        };
+        let claims = self.keys.verify(token).map_err(AuthError::Unauthenticated)?;
+        if claims.sub.is_empty() || claims.sub.chars().count() > 255 {
+            return Err(unauthenticated("sub is empty or longer than 255 characters"));
+        }
+        Ok(Caller {
+            subject: claims.sub,
+            roles: claims.roles.iter().filter_map(|r| Role::parse(r)).collect(),
+            access: Access {
+                accounts: claims.accounts,
+            },
+        })
+    }
+}

@@ -1,0 +1,93 @@
+//! The permission matrix: which role may call what (SPEC §8).
+
+use std::fmt;
+
+/// A role named in a token's `roles` claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Reads, lists, history, watch.
+    Viewer,
+    /// Viewer, and creates cases, adds and removes lines, submits, cancels.
+    Requester,
+    /// Viewer, and every transition (Assign to me included).
+    Agent,
+    /// Everything.
+    Admin,
+}
+
+/// What an RPC needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Permission {
+    /// GetInvoiceCase, ListInvoiceCases, ListStateChanges, WatchStateChanges.
+    Read,
+    /// CreateInvoiceCase.
+    Create,
+    /// AddCaseLine, RemoveCaseLine.
+    EditLines,
+    /// SubmitCase, CancelCase: transitions a requester may make too.
+    SubmitOrCancel,
+    /// AssignToMe, RequestInformation, InformationReceived, ProposeSolution,
+    /// CloseCase, SetLineState.
+    Work,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 4] = [Role::Viewer, Role::Requester, Role::Agent, Role::Admin];
+
+    /// The role of a `roles` claim entry.
+    pub fn parse(name: &str) -> Option<Role> {
+        Self::ALL.into_iter().find(|role| role.as_str() == name)
+    }
+
+    /// The name in tokens.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Requester => "requester",
+            Role::Agent => "agent",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// The permission matrix.
+    pub fn allows(self, permission: Permission) -> bool {
+        use Permission::*;
+        match self {
+            Role::Admin => true,
+            Role::Viewer => matches!(permission, Read),
+            Role::Requester => matches!(permission, Read | Create | EditLines | SubmitOrCancel),
+            Role::Agent => matches!(permission, Read | SubmitOrCancel | Work),
+        }
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Permission::Read => "reading cases",
+            Permission::Create => "creating cases",
+            Permission::EditLines => "adding or removing lines",
+            Permission::SubmitOrCancel => "submitting or canceling cases",
+            Permission::Work => "working on cases",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matrix() {
+        use Permission::*;
+        let all = [Read, Create, EditLines, SubmitOrCancel, Work];
+        let allowed = |role: Role| -> Vec<Permission> {
+            all.into_iter().filter(|p| role.allows(*p)).collect()
+        };
+        assert_eq!(allowed(Role::Viewer), [Read]);
+        assert_eq!(allowed(Role::Requester), [Read, Create, EditLines, SubmitOrCancel]);
+        assert_eq!(allowed(Role::Agent), [Read, SubmitOrCancel, Work]);
+        assert_eq!(allowed(Role::Admin), all);
+    }
+}

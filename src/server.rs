@@ -1,0 +1,190 @@
+//! Assembles and runs the gRPC server: the invoice case service, health and
+//! reflection (v1 and v1alpha), on a listener of its own.
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::Context as _;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{codec::CompressionEncoding, transport::Server};
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::{
+    api::InvoiceCaseApi,
+    auth::{Authenticator, KeySet},
+    pb::{self, invoice_case_service_server::InvoiceCaseServiceServer},
+    store::{PoolSettings, Store, run_migrations},
+    watch::WatchHub,
+};
+
+/// Largest request or response message, in bytes (a case of 1000 lines is
+/// well below it).
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The fully qualified name of the service, as health reports it.
+pub const SERVICE_NAME: &str = "invoicecase.v1.InvoiceCaseService";
+
+/// What the server needs to run.
+#[derive(Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub pool: PoolSettings,
+    pub keys: KeySet,
+    /// How long request ids are remembered.
+    pub idempotency_retention: Duration,
+    /// How often the database is checked for health.
+    pub health_interval: Duration,
+}
+
+impl std::fmt::Debug for ServerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerSettings")
+            .field("listen", &self.listen)
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A server running in the background.
+pub struct RunningServer {
+    /// The address it listens on (useful with port 0).
+    pub local_addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    background: Vec<JoinHandle<()>>,
+    health: HealthReporter,
+}
+
+impl RunningServer {
+    /// Stops accepting calls, lets calls in flight finish, and returns when
+    /// the server has stopped.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        set_health(&self.health, ServingStatus::NotServing).await;
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        for task in &self.background {
+            task.abort();
+        }
+        (&mut self.server).await??;
+        Ok(())
+    }
+}
+
+/// Migrates the database, binds the listener and starts serving.
+pub async fn start(settings: ServerSettings) -> anyhow::Result<RunningServer> {
+    let applied = run_migrations(&settings.database_url)
+        .await
+        .context("cannot migrate the database")?;
+    if !applied.is_empty() {
+        tracing::info!(?applied, "migrations applied");
+    }
+    let store = Store::new(&settings.database_url, &settings.pool)?;
+    store.ping().await.context("cannot reach the database")?;
+
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let local_addr = listener.local_addr()?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, ServingStatus::Serving).await;
+
+    let watch = WatchHub::default();
+    let api = InvoiceCaseApi::new(
+        store.clone(),
+        Authenticator::new(settings.keys.clone()),
+        watch,
+    );
+    let service = InvoiceCaseServiceServer::new(api)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    // grpcurl 1.8 speaks only v1alpha; newer clients v1.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // google.rpc error details, so that grpcurl can print them.
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let (shutdown, shutdown_signal) = oneshot::channel::<()>();
+    let router = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(service);
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(
+        TcpListenerStream::new(listener),
+        async {
+            let _ = shutdown_signal.await;
+        },
+    ));
+    tracing::info!(%local_addr, "serving gRPC");
+
+    let background = vec![
+        tokio::spawn(watch_database(
+            store.clone(),
+            health.clone(),
+            settings.health_interval,
+        )),
+        tokio::spawn(prune_idempotency_records(
+            store,
+            settings.idempotency_retention,
+        )),
+    ];
+    Ok(RunningServer {
+        local_addr,
+        shutdown: Some(shutdown),
+        server,
+        background,
+        health,
+    })
+}
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    health.set_service_status(SERVICE_NAME, status).await;
+}
+
+/// Health follows the database: NOT_SERVING while it does not answer.
+async fn watch_database(store: Store, health: HealthReporter, interval: Duration) {
+    let mut serving = true;
+    loop {
+        tokio::time::sleep(interval).await;
+        let ok = matches!(
+            tokio::time::timeout(interval.max(Duration::from_secs(1)), store.ping()).await,
+            Ok(Ok(()))
+        );
+        if ok != serving {
+            serving = ok;
+            if ok {
+                tracing::info!("database reachable again: SERVING");
+                set_health(&health, ServingStatus::Serving).await;
+            } else {
+                tracing::warn!("database unreachable: NOT_SERVING");
+                set_health(&health, ServingStatus::NotServing).await;
+            }
+        }
+    }
+}
+
+/// Forgets request ids older than the retention, every ten minutes.
+async fn prune_idempotency_records(store: Store, retention: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        match store.prune_idempotency_records(retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "old idempotency records pruned"),
+            Err(e) => tracing::warn!(error = %e, "pruning idempotency records failed"),
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Idempotency records: the first response to a request id, stored in the
+//! action's transaction.
+
+use diesel::{OptionalExtension, prelude::*};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::{StoreError, schema::idempotency_records};
+use crate::domain::Case;
+
+/// A mutating request's request id, and what it must match on a retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    pub request_id: Uuid,
+    /// The RPC, e.g. `SubmitCase`.
+    pub method: &'static str,
+    /// A hash of the request message.
+    pub fingerprint: Vec<u8>,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = idempotency_records, check_for_backend(diesel::pg::Pg))]
+struct Record {
+    actor: String,
+    method: String,
+    fingerprint: Vec<u8>,
+    response: serde_json::Value,
+}
+
+/// The stored response of an earlier request with this id, if any. A
+/// record of another caller, RPC or request is refused.
+pub(super) async fn find(
+    conn: &mut AsyncPgConnection,
+    key: &Idempotency,
+    actor: &str,
+) -> Result<Option<Case>, StoreError> {
+    let record: Option<Record> = idempotency_records::table
+        .find(key.request_id)
+        .select(Record::as_select())
+        .first(conn)
+        .await
+        .optional()?;
+    let Some(record) = record else {
+        return Ok(None);
+    };
+    if record.actor != actor || record.method != key.method || record.fingerprint != key.fingerprint
+    {
+        return Err(StoreError::RequestIdReused(key.request_id));
+    }
+    serde_json::from_value(record.response)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt(format!("stored response: {e}")))
+}
+
+/// Stores the response of a request.
+pub(super) async fn insert(
+    conn: &mut AsyncPgConnection,
+    key: &Idempotency,
+    actor: &str,
+    case: &Case,
+) -> Result<(), StoreError> {
+    let response =
+        serde_json::to_value(case).map_err(|e| StoreError::Corrupt(format!("response: {e}")))?;
+    diesel::insert_into(idempotency_records::table)
+        .values((
+            idempotency_records::request_id.eq(key.request_id),
+            idempotency_records::actor.eq(actor),
+            idempotency_records::method.eq(key.method),
+            idempotency_records::fingerprint.eq(&key.fingerprint),
+            idempotency_records::case_id.eq(case.id),
+            idempotency_records::response.eq(response),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Deletes records older than `retention`; returns how many.
+pub(super) async fn prune(
+    conn: &mut AsyncPgConnection,
+    retention: std::time::Duration,
+) -> Result<usize, StoreError> {
+    let cutoff = chrono::Duration::from_std(retention)
+        .ok()
+        .and_then(|retention| chrono::Utc::now().checked_sub_signed(retention))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+    Ok(diesel::delete(
+        idempotency_records::table.filter(idempotency_records::create_time.lt(cutoff)),
+    )
+    .execute(conn)
+    .await?)
+}
+
+impl super::Store {
+    /// Forgets request ids older than `retention`; returns how many.
+    pub async fn prune_idempotency_records(
+        &self,
+        retention: std::time::Duration,
+    ) -> Result<usize, StoreError> {
+        let mut conn = self.conn().await?;
+        prune(&mut conn, retention).await
+    }
+}

@@ -1,0 +1,120 @@
+//! The connection pool and the embedded migrations.
+
+use std::time::Duration;
+
+use diesel::Connection;
+use diesel_async::{
+    AsyncPgConnection, RunQueryDsl,
+    async_connection_wrapper::AsyncConnectionWrapper,
+    pooled_connection::{
+        AsyncDieselConnectionManager,
+        deadpool::{Object, Pool},
+    },
+};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use super::StoreError;
+
+const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// A lock id only migrations take, so that replicas starting together
+/// migrate one after the other.
+const MIGRATION_LOCK: i64 = 0x1c0a_5e5e_0001;
+
+/// Pool sizing and how long to wait for the database.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Most connections held.
+    pub max_size: usize,
+    /// How long a call waits for a free connection or a new one before it
+    /// fails with UNAVAILABLE.
+    pub wait_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            max_size: 16,
+            wait_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The database: a pool of async connections.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool<AsyncPgConnection>,
+    database_url: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password.
+        f.debug_struct("Store").field("pool", &self.pool.status()).finish()
+    }
+}
+
+impl Store {
+    /// Builds the pool; connections are opened on first use.
+    pub fn new(database_url: &str, settings: &PoolSettings) -> Result<Self, StoreError> {
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(database_url);
+        let pool = Pool::builder(manager)
+            .max_size(settings.max_size)
+            .wait_timeout(Some(settings.wait_timeout))
+            .create_timeout(Some(settings.wait_timeout))
+            .recycle_timeout(Some(settings.wait_timeout))
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(Store {
+            pool,
+            database_url: database_url.to_owned(),
+        })
+    }
+
+    /// A pooled connection, or UNAVAILABLE when the database cannot be
+    /// reached in time.
+    pub(crate) async fn conn(&self) -> Result<Object<AsyncPgConnection>, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        diesel::sql_query("SELECT 1").execute(&mut conn).await?;
+        Ok(())
+    }
+
+    /// The URL the pool connects to (holds credentials: do not log it).
+    pub fn database_url(&self) -> &str {
+        &self.database_url
+    }
+
+    /// Connections in use and idle, for metrics.
+    pub fn pool_status(&self) -> deadpool::Status {
+        self.pool.status()
+    }
+}
+
+/// Runs the pending migrations, holding an advisory lock so that replicas
+/// starting together do not race. Runs on a blocking thread: diesel's
+/// migration harness is synchronous.
+pub async fn run_migrations(database_url: &str) -> anyhow::Result<Vec<String>> {
+    let url = database_url.to_owned();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
+        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)?;
+        let lock = format!("SELECT pg_advisory_lock({MIGRATION_LOCK})");
+        diesel::RunQueryDsl::execute(diesel::sql_query(lock), &mut conn)?;
+        let applied: anyhow::Result<Vec<String>> = conn
+            .run_pending_migrations(MIGRATIONS)
+            .map(|versions| versions.into_iter().map(|v| v.to_string()).collect())
+            .map_err(|e| anyhow::anyhow!("migration failed: {e}"));
+        let unlock = format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})");
+        diesel::RunQueryDsl::execute(diesel::sql_query(unlock), &mut conn)?;
+        applied
+    })
+    .await?
+}

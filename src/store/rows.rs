@@ -1,0 +1,308 @@
+//! Rows as diesel reads and writes them, and their conversion to and from
+//! the domain records.
+
+use bigdecimal::BigDecimal;
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use uuid::Uuid;
+
+use super::{
+    StoreError,
+    schema::{case_events, case_lines, invoice_cases},
+};
+use crate::domain::{
+    Action, Case, CaseState, Decimal, DisputeCode, Line, LineState, Priority, RequestSource,
+    ResolutionCode, StateChange,
+};
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = invoice_cases, check_for_backend(diesel::pg::Pg))]
+pub struct CaseRow {
+    pub id: Uuid,
+    pub number: String,
+    pub state: String,
+    pub account_id: String,
+    pub contact_id: Option<String>,
+    pub invoice_number: Option<String>,
+    pub request_source: String,
+    pub short_description: String,
+    pub description: Option<String>,
+    pub priority: i16,
+    pub currency_code: String,
+    pub assigned_to: Option<String>,
+    pub opened_by: String,
+    pub resolution_code: Option<String>,
+    pub resolution_notes: Option<String>,
+    pub create_time: DateTime<Utc>,
+    pub update_time: DateTime<Utc>,
+    pub submit_time: Option<DateTime<Utc>>,
+    pub resolve_time: Option<DateTime<Utc>>,
+    pub close_time: Option<DateTime<Utc>>,
+    pub revision: i64,
+}
+
+/// The fields of a case an action may change.
+#[derive(Debug, AsChangeset)]
+#[diesel(table_name = invoice_cases, treat_none_as_null = true)]
+pub struct CaseChanges<'a> {
+    pub state: &'a str,
+    pub assigned_to: Option<&'a str>,
+    pub resolution_code: Option<&'a str>,
+    pub resolution_notes: Option<&'a str>,
+    pub update_time: DateTime<Utc>,
+    pub submit_time: Option<DateTime<Utc>>,
+    pub resolve_time: Option<DateTime<Utc>>,
+    pub close_time: Option<DateTime<Utc>>,
+    pub revision: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = case_lines, check_for_backend(diesel::pg::Pg))]
+pub struct LineRow {
+    pub id: Uuid,
+    pub case_id: Uuid,
+    pub position: i32,
+    pub number: String,
+    pub state: String,
+    pub dispute_code: String,
+    pub invoice_line_ref: Option<String>,
+    pub invoice_number: Option<String>,
+    pub short_description: String,
+    pub invoiced_amount: BigDecimal,
+    pub disputed_amount: BigDecimal,
+    pub approved_amount: Option<BigDecimal>,
+    pub invoiced_quantity: Option<BigDecimal>,
+    pub disputed_quantity: Option<BigDecimal>,
+    pub resolution_code: Option<String>,
+    pub resolution_notes: Option<String>,
+    pub create_time: DateTime<Utc>,
+    pub update_time: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = case_events, check_for_backend(diesel::pg::Pg))]
+pub struct EventRow {
+    pub id: i64,
+    /// The writing transaction (xid8, read as a number).
+    #[diesel(select_expression = diesel::dsl::sql::<diesel::sql_types::BigInt>("case_events.txid::text::bigint"))]
+    #[diesel(select_expression_type = diesel::expression::SqlLiteral<diesel::sql_types::BigInt>)]
+    pub txid: i64,
+    pub case_id: Uuid,
+    pub case_number: String,
+    pub account_id: String,
+    pub action: String,
+    pub actor: String,
+    pub occur_time: DateTime<Utc>,
+    pub etag: String,
+    pub changes: serde_json::Value,
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = case_events)]
+pub struct NewEventRow<'a> {
+    pub case_id: Uuid,
+    pub case_number: &'a str,
+    pub account_id: &'a str,
+    pub action: &'a str,
+    pub actor: &'a str,
+    pub occur_time: DateTime<Utc>,
+    pub etag: String,
+    pub changes: serde_json::Value,
+    pub comment: Option<&'a str>,
+}
+
+/// A stored event, decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// Where the event stands in the log.
+    pub position: EventPosition,
+    pub case_id: Uuid,
+    pub case_number: String,
+    pub account_id: String,
+    pub action: Action,
+    pub actor: String,
+    pub occur_time: DateTime<Utc>,
+    pub etag: String,
+    pub changes: Vec<StateChange>,
+    pub comment: Option<String>,
+}
+
+/// The position of an event in the log: its writing transaction, then its
+/// id. Ordering by it is commit order for any one case, and a reader that
+/// only reads below the oldest running transaction never skips an event
+/// that commits later (see `crate::watch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventPosition {
+    pub txid: i64,
+    pub id: i64,
+}
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("unknown {what} {value:?} in the database"))
+}
+
+fn parse<T>(what: &str, value: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T, StoreError> {
+    parse(value).ok_or_else(|| corrupt(what, value))
+}
+
+fn parse_opt<T>(
+    what: &str,
+    value: Option<&str>,
+    parse_fn: impl Fn(&str) -> Option<T>,
+) -> Result<Option<T>, StoreError> {
+    value.map(|v| parse(what, v, &parse_fn)).transpose()
+}
+
+impl CaseRow {
+    pub fn from_case(case: &Case) -> Self {
+        CaseRow {
+            id: case.id,
+            number: case.number.clone(),
+            state: case.state.as_str().to_owned(),
+            account_id: case.account_id.clone(),
+            contact_id: case.contact_id.clone(),
+            invoice_number: case.invoice_number.clone(),
+            request_source: case.request_source.as_str().to_owned(),
+            short_description: case.short_description.clone(),
+            description: case.description.clone(),
+            priority: case.priority.level(),
+            currency_code: case.currency_code.clone(),
+            assigned_to: case.assigned_to.clone(),
+            opened_by: case.opened_by.clone(),
+            resolution_code: case.resolution_code.map(|c| c.as_str().to_owned()),
+            resolution_notes: case.resolution_notes.clone(),
+            create_time: case.create_time,
+            update_time: case.update_time,
+            submit_time: case.submit_time,
+            resolve_time: case.resolve_time,
+            close_time: case.close_time,
+            revision: case.revision,
+        }
+    }
+
+    /// The case with its lines (given in line order).
+    pub fn into_case(self, lines: Vec<LineRow>) -> Result<Case, StoreError> {
+        Ok(Case {
+            id: self.id,
+            number: self.number,
+            state: parse("case state", &self.state, CaseState::parse)?,
+            account_id: self.account_id,
+            contact_id: self.contact_id,
+            invoice_number: self.invoice_number,
+            request_source: parse("request source", &self.request_source, RequestSource::parse)?,
+            short_description: self.short_description,
+            description: self.description,
+            priority: Priority::from_level(self.priority.into())
+                .ok_or_else(|| corrupt("priority", &self.priority.to_string()))?,
+            currency_code: self.currency_code,
+            assigned_to: self.assigned_to,
+            opened_by: self.opened_by,
+            resolution_code: parse_opt(
+                "resolution code",
+                self.resolution_code.as_deref(),
+                ResolutionCode::parse,
+            )?,
+            resolution_notes: self.resolution_notes,
+            create_time: self.create_time,
+            update_time: self.update_time,
+            submit_time: self.submit_time,
+            resolve_time: self.resolve_time,
+            close_time: self.close_time,
+            revision: self.revision,
+            lines: lines
+                .into_iter()
+                .map(LineRow::into_line)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+impl<'a> CaseChanges<'a> {
+    pub fn from_case(case: &'a Case) -> Self {
+        CaseChanges {
+            state: case.state.as_str(),
+            assigned_to: case.assigned_to.as_deref(),
+            resolution_code: case.resolution_code.map(ResolutionCode::as_str),
+            resolution_notes: case.resolution_notes.as_deref(),
+            update_time: case.update_time,
+            submit_time: case.submit_time,
+            resolve_time: case.resolve_time,
+            close_time: case.close_time,
+            revision: case.revision,
+        }
+    }
+}
+
+impl LineRow {
+    pub fn from_line(case_id: Uuid, line: &Line) -> Self {
+        let big = |d: &Decimal| d.as_big_decimal().clone();
+        LineRow {
+            id: line.id,
+            case_id,
+            position: line.position,
+            number: line.number.clone(),
+            state: line.state.as_str().to_owned(),
+            dispute_code: line.dispute_code.as_str().to_owned(),
+            invoice_line_ref: line.invoice_line_ref.clone(),
+            invoice_number: line.invoice_number.clone(),
+            short_description: line.short_description.clone(),
+            invoiced_amount: big(&line.invoiced_amount),
+            disputed_amount: big(&line.disputed_amount),
+            approved_amount: line.approved_amount.as_ref().map(big),
+            invoiced_quantity: line.invoiced_quantity.as_ref().map(big),
+            disputed_quantity: line.disputed_quantity.as_ref().map(big),
+            resolution_code: line.resolution_code.map(|c| c.as_str().to_owned()),
+            resolution_notes: line.resolution_notes.clone(),
+            create_time: line.create_time,
+            update_time: line.update_time,
+        }
+    }
+
+    pub fn into_line(self) -> Result<Line, StoreError> {
+        Ok(Line {
+            id: self.id,
+            number: self.number,
+            position: self.position,
+            state: parse("line state", &self.state, LineState::parse)?,
+            dispute_code: parse("dispute code", &self.dispute_code, DisputeCode::parse)?,
+            invoice_line_ref: self.invoice_line_ref,
+            invoice_number: self.invoice_number,
+            short_description: self.short_description,
+            invoiced_amount: Decimal::from_big_decimal(self.invoiced_amount),
+            disputed_amount: Decimal::from_big_decimal(self.disputed_amount),
+            approved_amount: self.approved_amount.map(Decimal::from_big_decimal),
+            invoiced_quantity: self.invoiced_quantity.map(Decimal::from_big_decimal),
+            disputed_quantity: self.disputed_quantity.map(Decimal::from_big_decimal),
+            resolution_code: parse_opt(
+                "resolution code",
+                self.resolution_code.as_deref(),
+                ResolutionCode::parse,
+            )?,
+            resolution_notes: self.resolution_notes,
+            create_time: self.create_time,
+            update_time: self.update_time,
+        })
+    }
+}
+
+impl EventRow {
+    pub fn into_event(self) -> Result<StoredEvent, StoreError> {
+        Ok(StoredEvent {
+            position: EventPosition {
+                txid: self.txid,
+                id: self.id,
+            },
+            case_id: self.case_id,
+            case_number: self.case_number,
+            account_id: self.account_id,
+            action: parse("action", &self.action, Action::parse)?,
+            actor: self.actor,
+            occur_time: self.occur_time,
+            etag: self.etag,
+            changes: serde_json::from_value(self.changes)
+                .map_err(|e| StoreError::Corrupt(format!("event changes: {e}")))?,
+            comment: self.comment,
+        })
+    }
+}
