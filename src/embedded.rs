@@ -55,7 +55,11 @@ impl EmbeddedPostgres {
         fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
         let data_dir = fs::canonicalize(data_dir)?;
-        let owner = if is_root() { Some(unprivileged_user()?) } else { None };
+        let owner = if is_root() {
+            Some(unprivileged_user()?)
+        } else {
+            None
+        };
         let cluster_dir = match &owner {
             Some(owner) => cluster_dir_for(&data_dir, owner)?,
             None => data_dir.join("postgres"),
@@ -151,7 +155,10 @@ impl EmbeddedPostgres {
 
     fn command(&self, program: &str) -> Command {
         let mut command = Command::new(self.bin_dir.join(program));
-        command.env("LC_ALL", "C").env_remove("PGDATA").kill_on_drop(false);
+        command
+            .env("LC_ALL", "C")
+            .env_remove("PGDATA")
+            .kill_on_drop(false);
         if let Some(owner) = &self.owner {
             // std drops the supplementary groups when it changes the uid.
             command.uid(owner.uid).gid(owner.gid);
@@ -187,7 +194,14 @@ impl EmbeddedPostgres {
             .command("initdb")
             .arg("-D")
             .arg(&self.cluster_dir)
-            .args(["-U", USER, "-E", "UTF8", "--locale=C", "--auth=scram-sha-256"])
+            .args([
+                "-U",
+                USER,
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--auth=scram-sha-256",
+            ])
             .arg(format!("--pwfile={}", pwfile.display()))
             .output()
             .await
@@ -209,7 +223,10 @@ impl EmbeddedPostgres {
         let Ok(text) = fs::read_to_string(&pid_file) else {
             return Ok(None);
         };
-        Ok(text.lines().nth(3).and_then(|line| line.trim().parse().ok()))
+        Ok(text
+            .lines()
+            .nth(3)
+            .and_then(|line| line.trim().parse().ok()))
     }
 
     async fn pg_ctl_status(&self) -> bool {
@@ -299,7 +316,9 @@ pub async fn create_database(admin_url: &str, database: &str) -> anyhow::Result<
             .await?;
     if count.n == 0 {
         anyhow::ensure!(
-            database.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+            database
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_'),
             "invalid database name {database:?}"
         );
         diesel::sql_query(format!("CREATE DATABASE {database}"))
@@ -344,10 +363,14 @@ pub fn find_binaries(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
         );
     }
     let mut candidates = Vec::new();
-    if let Ok(output) = std::process::Command::new("pg_config").arg("--bindir").output()
+    if let Ok(output) = std::process::Command::new("pg_config")
+        .arg("--bindir")
+        .output()
         && output.status.success()
     {
-        candidates.push(PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()));
+        candidates.push(PathBuf::from(
+            String::from_utf8_lossy(&output.stdout).trim(),
+        ));
     }
     if let Ok(entries) = fs::read_dir("/usr/lib/postgresql") {
         let mut versions: Vec<(u32, PathBuf)> = entries
@@ -363,14 +386,17 @@ pub fn find_binaries(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("PATH") {
         candidates.extend(std::env::split_paths(&path));
     }
-    candidates.into_iter().find(|dir| complete(dir)).ok_or_else(|| {
-        anyhow::anyhow!(
-            "the PostgreSQL server programs (initdb, pg_ctl, postgres) were not found. \
+    candidates
+        .into_iter()
+        .find(|dir| complete(dir))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the PostgreSQL server programs (initdb, pg_ctl, postgres) were not found. \
              Install PostgreSQL (on Debian/Ubuntu: `apt-get install postgresql`), \
              point --pg-bin-dir (PG_BIN_DIR) at them, or set DATABASE_URL to use a \
              PostgreSQL server you run"
-        )
-    })
+            )
+        })
 }
 
 fn is_root() -> bool {
@@ -385,9 +411,7 @@ fn unprivileged_user() -> anyhow::Result<Owner> {
             return Ok(owner);
         }
     }
-    bail!(
-        "PostgreSQL refuses to run as root and there is no postgres or nobody user to run it as"
-    )
+    bail!("PostgreSQL refuses to run as root and there is no postgres or nobody user to run it as")
 }
 
 fn lookup_user(name: &str) -> Option<Owner> {

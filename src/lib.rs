@@ -1,12 +1,12 @@
 //! The invoice case service: invoice disputes run through their states,
 //! stored in PostgreSQL, streamed to subscribers.
 
-pub mod domain;
-pub mod store;
-pub mod auth;
 pub mod api;
-pub mod pb;
-pub mod watch;
-pub mod embedded;
+pub mod auth;
 pub mod config;
+pub mod domain;
+pub mod embedded;
+pub mod pb;
 pub mod server;
+pub mod store;
+pub mod watch;

@@ -98,7 +98,12 @@ pub fn parse(text: &str) -> Result<CaseFilter, String> {
         let value = match iter.next() {
             Some(Token::Word(word)) => word.to_owned(),
             Some(Token::Quoted(value)) => value,
-            other => return Err(format!("expected a value after {field}, found {}", describe(other))),
+            other => {
+                return Err(format!(
+                    "expected a value after {field}, found {}",
+                    describe(other)
+                ));
+            }
         };
         match field {
             "state" => {
@@ -123,7 +128,11 @@ pub fn parse(text: &str) -> Result<CaseFilter, String> {
                         "LOW" => Some(Priority::Low),
                         _ => None,
                     })
-                    .ok_or_else(|| format!("{value:?} is not a priority (1-4 or CRITICAL, HIGH, MODERATE, LOW)"))?;
+                    .ok_or_else(|| {
+                        format!(
+                            "{value:?} is not a priority (1-4 or CRITICAL, HIGH, MODERATE, LOW)"
+                        )
+                    })?;
                 filter.priorities.push((comparison, priority));
             }
             other => {
@@ -135,7 +144,12 @@ pub fn parse(text: &str) -> Result<CaseFilter, String> {
         match iter.next() {
             None => return Ok(filter),
             Some(Token::Word("AND")) => {}
-            other => return Err(format!("expected AND or the end, found {}", describe(other))),
+            other => {
+                return Err(format!(
+                    "expected AND or the end, found {}",
+                    describe(other)
+                ));
+            }
         }
     }
 }
@@ -156,8 +170,10 @@ mod tests {
 
     #[test]
     fn parses_the_subset() {
-        let filter = parse(r#"state = NEW AND priority != 4 AND account_id = "ACME 1" AND assigned_to = ''"#)
-            .unwrap();
+        let filter = parse(
+            r#"state = NEW AND priority != 4 AND account_id = "ACME 1" AND assigned_to = ''"#,
+        )
+        .unwrap();
         assert_eq!(filter.states, [(Comparison::Equal, CaseState::New)]);
         assert_eq!(filter.priorities, [(Comparison::NotEqual, Priority::Low)]);
         assert_eq!(filter.accounts, [(Comparison::Equal, "ACME 1".to_owned())]);

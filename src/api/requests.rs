@@ -194,9 +194,11 @@ fn line_target(value: i32) -> Result<LineState, String> {
         P::ResolvedDenied => LineState::ResolvedDenied,
         P::Canceled => LineState::Canceled,
         P::Unspecified | P::Draft | P::New => {
-            return Err("must be AWAITING_INFO, WORK_IN_PROGRESS, RESOLVED_ACCEPTED, \
+            return Err(
+                "must be AWAITING_INFO, WORK_IN_PROGRESS, RESOLVED_ACCEPTED, \
                         RESOLVED_DENIED or CANCELED"
-                .into());
+                    .into(),
+            );
         }
     })
 }
@@ -278,8 +280,7 @@ pub fn new_case(case: Option<&pb::InvoiceCase>) -> Result<NewCase, Vec<Violation
         "invoice_case.request_source",
         request_source(case.request_source),
     );
-    if request_source == Some(RequestSource::SingleInvoice)
-        && matches!(invoice_number, Some(None))
+    if request_source == Some(RequestSource::SingleInvoice) && matches!(invoice_number, Some(None))
     {
         v.check::<()>(
             "invoice_case.invoice_number",
@@ -339,7 +340,10 @@ pub fn new_case(case: Option<&pb::InvoiceCase>) -> Result<NewCase, Vec<Violation
 }
 
 /// ProposeSolution's resolution and outcomes.
-pub fn propose_solution(request: &pb::ProposeSolutionRequest, v: &mut Violations) -> Option<ProposeSolution> {
+pub fn propose_solution(
+    request: &pb::ProposeSolutionRequest,
+    v: &mut Violations,
+) -> Option<ProposeSolution> {
     let code = v.check(
         "resolution_code",
         resolution_code(request.resolution_code)
@@ -364,20 +368,34 @@ pub fn propose_solution(request: &pb::ProposeSolutionRequest, v: &mut Violations
         let line = v.check(field("line_id"), line_ref(&entry.line_id));
         let outcome = v.check(
             field("outcome"),
-            outcome(entry.outcome).and_then(|o| o.ok_or_else(|| "is required: ACCEPTED or DENIED".to_owned())),
+            outcome(entry.outcome)
+                .and_then(|o| o.ok_or_else(|| "is required: ACCEPTED or DENIED".to_owned())),
         );
         let approved_amount = v.check(
             field("approved_amount"),
             optional_decimal(entry.approved_amount.as_deref()),
         );
-        let resolution_code = v.check(field("resolution_code"), resolution_code(entry.resolution_code));
+        let resolution_code = v.check(
+            field("resolution_code"),
+            resolution_code(entry.resolution_code),
+        );
         let resolution_notes = v.check(
             field("resolution_notes"),
             optional_long_text(&entry.resolution_notes, MAX_LONG_TEXT),
         );
-        if let (Some(line), Some(outcome), Some(approved_amount), Some(resolution_code), Some(resolution_notes)) =
-            (line, outcome, approved_amount, resolution_code, resolution_notes)
-        {
+        if let (
+            Some(line),
+            Some(outcome),
+            Some(approved_amount),
+            Some(resolution_code),
+            Some(resolution_notes),
+        ) = (
+            line,
+            outcome,
+            approved_amount,
+            resolution_code,
+            resolution_notes,
+        ) {
             line_outcomes.push(LineOutcome {
                 line,
                 outcome,

@@ -213,7 +213,9 @@ fn precondition(
 fn hint(action: Action) -> &'static str {
     match action {
         Action::Create => "",
-        Action::AddLine => "lines are added while the case is DRAFT, NEW, WORK_IN_PROGRESS or AWAITING_INFO",
+        Action::AddLine => {
+            "lines are added while the case is DRAFT, NEW, WORK_IN_PROGRESS or AWAITING_INFO"
+        }
         Action::RemoveLine => "lines are removed while the case is DRAFT",
         Action::Submit => "a case is submitted from DRAFT",
         Action::AssignToMe => "a case is assigned from NEW",
@@ -222,6 +224,8 @@ fn hint(action: Action) -> &'static str {
         Action::ProposeSolution => "a solution is proposed while the case is WORK_IN_PROGRESS",
         Action::Close => "a case is closed from RESOLVED",
         Action::Cancel => "a case is canceled from DRAFT",
-        Action::SetLineState => "see SetLineState: the line and the case must be in states that allow the target",
+        Action::SetLineState => {
+            "see SetLineState: the line and the case must be in states that allow the target"
+        }
     }
 }

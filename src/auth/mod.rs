@@ -113,9 +113,14 @@ impl Authenticator {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
             _ => return Err(unauthenticated("authorization is not a bearer token")),
         };
-        let claims = self.keys.verify(token).map_err(AuthError::Unauthenticated)?;
+        let claims = self
+            .keys
+            .verify(token)
+            .map_err(AuthError::Unauthenticated)?;
         if claims.sub.is_empty() || claims.sub.chars().count() > 255 {
-            return Err(unauthenticated("sub is empty or longer than 255 characters"));
+            return Err(unauthenticated(
+                "sub is empty or longer than 255 characters",
+            ));
         }
         Ok(Caller {
             subject: claims.sub,

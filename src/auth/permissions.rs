@@ -86,7 +86,10 @@ mod tests {
             all.into_iter().filter(|p| role.allows(*p)).collect()
         };
         assert_eq!(allowed(Role::Viewer), [Read]);
-        assert_eq!(allowed(Role::Requester), [Read, Create, EditLines, SubmitOrCancel]);
+        assert_eq!(
+            allowed(Role::Requester),
+            [Read, Create, EditLines, SubmitOrCancel]
+        );
         assert_eq!(allowed(Role::Agent), [Read, SubmitOrCancel, Work]);
         assert_eq!(allowed(Role::Admin), all);
     }

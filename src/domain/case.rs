@@ -291,7 +291,10 @@ mod tests {
             assert_eq!(RequestSource::parse(v.as_str()), Some(*v));
         }
         for level in 1..=4 {
-            assert_eq!(Priority::from_level(level).map(|p| p.level() as i64), Some(level));
+            assert_eq!(
+                Priority::from_level(level).map(|p| p.level() as i64),
+                Some(level)
+            );
         }
         assert_eq!(Priority::from_level(0), None);
         assert_eq!(Priority::from_level(5), None);

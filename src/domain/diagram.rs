@@ -8,12 +8,12 @@ use chrono::DateTime;
 use uuid::Uuid;
 
 use super::{
+    Case, DisputeCode, ResolutionCode,
     case::{LineIdentity, LineRef, NewCase, NewLine, Priority, RequestSource},
     event::{Action, Cause, StateChange},
     machine::{self, CaseIdentity, Command, Context, LineResolution, Outcome, ProposeSolution},
     state::{CaseState, LineState},
     values::Decimal,
-    Case, DisputeCode, ResolutionCode,
 };
 
 const MAX_LINES: usize = 3;

@@ -37,7 +37,10 @@ pub fn check(case: &Case) -> Result<(), String> {
     }
     let must_be_assigned = matches!(
         case.state,
-        CaseState::WorkInProgress | CaseState::AwaitingInfo | CaseState::Resolved | CaseState::Closed
+        CaseState::WorkInProgress
+            | CaseState::AwaitingInfo
+            | CaseState::Resolved
+            | CaseState::Closed
     );
     if must_be_assigned != case.assigned_to.is_some() {
         return Err(format!(
@@ -46,7 +49,11 @@ pub fn check(case: &Case) -> Result<(), String> {
         ));
     }
     if case.lines.len() > MAX_LINES_PER_CASE {
-        return Err(format!("case {} has {} lines", case.number, case.lines.len()));
+        return Err(format!(
+            "case {} has {} lines",
+            case.number,
+            case.lines.len()
+        ));
     }
     for line in &case.lines {
         if line.state.is_resolved() != line.approved_amount.is_some() {
@@ -78,7 +85,9 @@ impl Replayed {
     /// Applies one change; fails when its `from` is not the replayed state.
     pub fn apply(&mut self, change: &StateChange) -> Result<(), String> {
         match change {
-            StateChange::Case { from, to, number, .. } => {
+            StateChange::Case {
+                from, to, number, ..
+            } => {
                 if *from != self.case_state {
                     return Err(format!(
                         "case {number} changes from {from:?} but was {:?}",
@@ -88,7 +97,11 @@ impl Replayed {
                 self.case_state = Some(*to);
             }
             StateChange::Line {
-                id, from, to, number, ..
+                id,
+                from,
+                to,
+                number,
+                ..
             } => {
                 let current = self.lines.get(id).copied();
                 if *from != current {

@@ -5,10 +5,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    case::{
-        Case, Line, LineIdentity, LineRef, NewCase, NewLine, RequestSource,
-        ResolutionCode,
-    },
+    case::{Case, Line, LineIdentity, LineRef, NewCase, NewLine, RequestSource, ResolutionCode},
     event::{Action, Cause, StateChange},
     state::{CaseState, LineState},
     values::{Decimal, MAX_LINES_PER_CASE},
@@ -205,12 +202,12 @@ pub fn check_line_invoice(
         (RequestSource::MultipleInvoices, None) => {
             Err("is required on lines of MULTIPLE_INVOICES cases".into())
         }
-        (RequestSource::SingleInvoice, Some(number)) if Some(number) != case_invoice => Err(
-            format!(
+        (RequestSource::SingleInvoice, Some(number)) if Some(number) != case_invoice => {
+            Err(format!(
                 "must be empty or the case's invoice number ({}) on SINGLE_INVOICE cases",
                 case_invoice.unwrap_or_default()
-            ),
-        ),
+            ))
+        }
         _ => Ok(()),
     }
 }
@@ -439,10 +436,9 @@ impl<'a> Work<'a> {
         let (line_from, case_allowed): (&[LineState], &[CaseState]) = match target {
             LineState::AwaitingInfo => (&[LineState::WorkInProgress], &OPEN),
             LineState::WorkInProgress => (&[LineState::AwaitingInfo], &OPEN),
-            LineState::ResolvedAccepted | LineState::ResolvedDenied => (
-                &[LineState::WorkInProgress, LineState::AwaitingInfo],
-                &OPEN,
-            ),
+            LineState::ResolvedAccepted | LineState::ResolvedDenied => {
+                (&[LineState::WorkInProgress, LineState::AwaitingInfo], &OPEN)
+            }
             LineState::Canceled => (
                 &[
                     LineState::Draft,
@@ -541,7 +537,14 @@ impl<'a> Work<'a> {
         .map_err(|description| {
             DomainError::InvalidRequest(vec![Violation::new("line.invoice_number", description)])
         })?;
-        let position = self.case.lines.iter().map(|l| l.position).max().unwrap_or(0) + 1;
+        let position = self
+            .case
+            .lines
+            .iter()
+            .map(|l| l.position)
+            .max()
+            .unwrap_or(0)
+            + 1;
         let line = new_line(line, identity, position, state, self.ctx.now);
         self.changes.push(StateChange::Line {
             id: line.id,
@@ -596,7 +599,7 @@ impl<'a> Work<'a> {
     fn propose_solution(&mut self, solution: ProposeSolution) -> Result<(), DomainError> {
         self.require_case(&[CaseState::WorkInProgress])?;
         let mut violations = Vec::new();
-        let mut chosen: Vec<Option<(usize, &LineOutcome)>> = vec![None; self.case.lines.len()];
+        let mut chosen: Vec<Option<&LineOutcome>> = vec![None; self.case.lines.len()];
         for (i, entry) in solution.line_outcomes.iter().enumerate() {
             let field = format!("line_outcomes[{i}]");
             let Some(index) = self.case.line_index(&entry.line) else {
@@ -618,7 +621,7 @@ impl<'a> Work<'a> {
                     format!("line {} has more than one outcome", line.number),
                 ));
             } else {
-                chosen[index] = Some((i, entry));
+                chosen[index] = Some(entry);
             }
             match (&entry.approved_amount, entry.outcome) {
                 (Some(_), Outcome::Denied) => violations.push(Violation::new(
@@ -659,7 +662,7 @@ impl<'a> Work<'a> {
             return Err(DomainError::InvalidRequest(violations));
         }
 
-        let resolutions: Vec<Option<(LineState, Decimal, ResolutionCode, Option<String>)>> = self
+        let resolutions: Vec<Option<ResolvedLine>> = self
             .case
             .lines
             .iter()
@@ -669,7 +672,7 @@ impl<'a> Work<'a> {
                     return None;
                 }
                 let (outcome, approved, code, notes) = match chosen {
-                    Some((_, entry)) => (
+                    Some(entry) => (
                         entry.outcome,
                         entry.approved_amount.clone(),
                         entry.resolution_code,
@@ -678,12 +681,12 @@ impl<'a> Work<'a> {
                     None => (solution.default_outcome?, None, None, None),
                 };
                 let state = outcome.line_state();
-                Some((
+                Some(ResolvedLine {
                     state,
-                    approved.unwrap_or_else(|| default_approved(line, state)),
-                    code.unwrap_or(solution.resolution_code),
-                    notes.or_else(|| Some(solution.resolution_notes.clone())),
-                ))
+                    approved: approved.unwrap_or_else(|| default_approved(line, state)),
+                    code: code.unwrap_or(solution.resolution_code),
+                    notes: notes.unwrap_or_else(|| solution.resolution_notes.clone()),
+                })
             })
             .collect();
 
@@ -691,12 +694,12 @@ impl<'a> Work<'a> {
         self.case.resolution_notes = Some(solution.resolution_notes);
         self.set_case_state(CaseState::Resolved, Cause::Direct);
         for (index, resolution) in resolutions.into_iter().enumerate() {
-            if let Some((state, approved, code, notes)) = resolution {
+            if let Some(resolved) = resolution {
                 let line = &mut self.case.lines[index];
-                line.approved_amount = Some(approved);
-                line.resolution_code = Some(code);
-                line.resolution_notes = notes;
-                self.change_line(index, state, Cause::Cascade);
+                line.approved_amount = Some(resolved.approved);
+                line.resolution_code = Some(resolved.code);
+                line.resolution_notes = Some(resolved.notes);
+                self.change_line(index, resolved.state, Cause::Cascade);
             }
         }
         Ok(())
@@ -766,6 +769,14 @@ impl<'a> Work<'a> {
             updated_lines: self.updated_lines,
         }
     }
+}
+
+/// How Propose solution resolves one line.
+struct ResolvedLine {
+    state: LineState,
+    approved: Decimal,
+    code: ResolutionCode,
+    notes: String,
 }
 
 const OPEN: [CaseState; 2] = [CaseState::WorkInProgress, CaseState::AwaitingInfo];

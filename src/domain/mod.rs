@@ -5,6 +5,7 @@
 //! [`machine::decide`] alone says what is allowed and what changes.
 
 pub mod case;
+pub mod diagram;
 pub mod event;
 pub mod invariants;
 pub mod machine;
@@ -22,3 +23,6 @@ pub use machine::{
 };
 pub use state::{CaseState, LineState};
 pub use values::Decimal;
+
+#[cfg(test)]
+mod tests;

@@ -93,7 +93,10 @@ impl LineState {
 
     /// A resolved line carries a resolution.
     pub fn is_resolved(self) -> bool {
-        matches!(self, LineState::ResolvedAccepted | LineState::ResolvedDenied)
+        matches!(
+            self,
+            LineState::ResolvedAccepted | LineState::ResolvedDenied
+        )
     }
 
     /// The name used in the database, the API and error details.
@@ -145,7 +148,10 @@ mod tests {
 
     #[test]
     fn final_and_open_states_are_those_of_the_spec() {
-        let finals: Vec<_> = LineState::ALL.into_iter().filter(|s| s.is_final()).collect();
+        let finals: Vec<_> = LineState::ALL
+            .into_iter()
+            .filter(|s| s.is_final())
+            .collect();
         assert_eq!(
             finals,
             [

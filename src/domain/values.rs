@@ -118,7 +118,9 @@ pub fn optional_long_text(text: &str, max: usize) -> Result<Option<String>, Stri
     }
     let count = text.chars().count();
     if count > max {
-        return Err(format!("is {count} characters long; at most {max} are allowed"));
+        return Err(format!(
+            "is {count} characters long; at most {max} are allowed"
+        ));
     }
     if text
         .chars()
@@ -132,7 +134,9 @@ pub fn optional_long_text(text: &str, max: usize) -> Result<Option<String>, Stri
 fn single_line(text: &str, max: usize) -> Result<(), String> {
     let count = text.chars().count();
     if count > max {
-        return Err(format!("is {count} characters long; at most {max} are allowed"));
+        return Err(format!(
+            "is {count} characters long; at most {max} are allowed"
+        ));
     }
     if text.chars().any(char::is_control) {
         return Err("must not contain control characters or line breaks".into());
@@ -171,14 +175,30 @@ mod tests {
     #[test]
     fn decimals_compare_by_value() {
         assert!(Decimal::parse("10.5").unwrap() < Decimal::parse("10.5001").unwrap());
-        assert_eq!(Decimal::parse("10.50").unwrap(), Decimal::parse("10.5").unwrap());
+        assert_eq!(
+            Decimal::parse("10.50").unwrap(),
+            Decimal::parse("10.5").unwrap()
+        );
     }
 
     #[test]
     fn malformed_decimals_are_refused() {
         for bad in [
-            "", "-1", "+1", "1e3", " 1", "1 ", "1.", ".5", "1.2.3", "abc", "1,5",
-            "1.00001", "1000000000000000", "NaN", "١",
+            "",
+            "-1",
+            "+1",
+            "1e3",
+            " 1",
+            "1 ",
+            "1.",
+            ".5",
+            "1.2.3",
+            "abc",
+            "1,5",
+            "1.00001",
+            "1000000000000000",
+            "NaN",
+            "١",
         ] {
             assert!(Decimal::parse(bad).is_err(), "{bad:?} was accepted");
         }
@@ -192,7 +212,10 @@ mod tests {
         assert_eq!(required_text("héllo", 5).unwrap(), "héllo");
         assert!(required_text("héllo!", 5).is_err());
         assert_eq!(optional_text("", 5).unwrap(), None);
-        assert_eq!(optional_long_text("a\nb", 5).unwrap().as_deref(), Some("a\nb"));
+        assert_eq!(
+            optional_long_text("a\nb", 5).unwrap().as_deref(),
+            Some("a\nb")
+        );
         assert!(optional_long_text("a\u{0}b", 5).is_err());
     }
 

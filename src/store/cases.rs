@@ -5,7 +5,9 @@ use diesel::{
     IntoSql, OptionalExtension,
     pg::Pg,
     prelude::*,
-    sql_types::{Array, BigInt, Bool, Integer, Nullable, Numeric, Text, Timestamptz, Uuid as SqlUuid},
+    sql_types::{
+        Array, BigInt, Bool, Integer, Nullable, Numeric, Text, Timestamptz, Uuid as SqlUuid,
+    },
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
@@ -192,11 +194,10 @@ impl Store {
                 let command = match request {
                     Request::Command(command) => command,
                     Request::AddLine(line) => {
-                        let seq: LineSeq = diesel::sql_query(
-                            "SELECT nextval('case_line_number_seq') AS line_seq",
-                        )
-                        .get_result(conn)
-                        .await?;
+                        let seq: LineSeq =
+                            diesel::sql_query("SELECT nextval('case_line_number_seq') AS line_seq")
+                                .get_result(conn)
+                                .await?;
                         Command::AddLine {
                             line,
                             identity: LineIdentity {
@@ -292,8 +293,9 @@ impl Store {
                 }
                 for (cmp, assignee) in &filter.assignees {
                     query = match cmp {
-                        Comparison::Equal => query
-                            .filter(invoice_cases::assigned_to.is_not_distinct_from(assignee)),
+                        Comparison::Equal => {
+                            query.filter(invoice_cases::assigned_to.is_not_distinct_from(assignee))
+                        }
                         Comparison::NotEqual => {
                             query.filter(invoice_cases::assigned_to.is_distinct_from(assignee))
                         }
@@ -311,9 +313,11 @@ impl Store {
                 }
                 if let Some(after) = after {
                     query = query.filter(
-                        invoice_cases::create_time.lt(after.create_time).or(invoice_cases::create_time
-                            .eq(after.create_time)
-                            .and(invoice_cases::id.lt(after.id))),
+                        invoice_cases::create_time.lt(after.create_time).or(
+                            invoice_cases::create_time
+                                .eq(after.create_time)
+                                .and(invoice_cases::id.lt(after.id)),
+                        ),
                     );
                 }
                 let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
@@ -419,7 +423,10 @@ async fn lock_case(
     row.optional()?.ok_or(StoreError::CaseNotFound)
 }
 
-async fn load_lines(conn: &mut AsyncPgConnection, case_id: Uuid) -> Result<Vec<LineRow>, StoreError> {
+async fn load_lines(
+    conn: &mut AsyncPgConnection,
+    case_id: Uuid,
+) -> Result<Vec<LineRow>, StoreError> {
     Ok(case_lines::table
         .filter(case_lines::case_id.eq(case_id))
         .order(case_lines::position.asc())
@@ -471,7 +478,11 @@ async fn write_lines(conn: &mut AsyncPgConnection, decision: &Decision) -> Resul
         .bind::<Array<Nullable<Numeric>>, _>(
             lines
                 .iter()
-                .map(|l| l.approved_amount.as_ref().map(|a| a.as_big_decimal().clone()))
+                .map(|l| {
+                    l.approved_amount
+                        .as_ref()
+                        .map(|a| a.as_big_decimal().clone())
+                })
                 .collect::<Vec<_>>(),
         )
         .bind::<Array<Nullable<Text>>, _>(

@@ -81,4 +81,9 @@ diesel::table! {
 
 diesel::joinable!(case_lines -> invoice_cases (case_id));
 diesel::joinable!(case_events -> invoice_cases (case_id));
-diesel::allow_tables_to_appear_in_same_query!(invoice_cases, case_lines, case_events, idempotency_records);
+diesel::allow_tables_to_appear_in_same_query!(
+    invoice_cases,
+    case_lines,
+    case_events,
+    idempotency_records
+);

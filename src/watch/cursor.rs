@@ -39,7 +39,10 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let position = EventPosition { txid: 123_456, id: 42 };
+        let position = EventPosition {
+            txid: 123_456,
+            id: 42,
+        };
         assert_eq!(decode(&encode(position)), Ok(position));
         assert!(decode("").is_err());
         assert!(decode("not a cursor").is_err());

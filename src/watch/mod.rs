@@ -25,6 +25,8 @@ impl WatchHub {
         _caller: Caller,
         _request: pb::WatchStateChangesRequest,
     ) -> Result<WatchStream, Status> {
-        Err(Status::unimplemented("WatchStateChanges is not available yet"))
+        Err(Status::unimplemented(
+            "WatchStateChanges is not available yet",
+        ))
     }
 }
