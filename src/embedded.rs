@@ -147,6 +147,22 @@ impl EmbeddedPostgres {
         Ok(())
     }
 
+    /// Stops the cluster at once, synchronously (for exit handlers, where no
+    /// runtime is left).
+    pub fn kill_blocking(&self) {
+        let mut command = std::process::Command::new(self.bin_dir.join("pg_ctl"));
+        command
+            .args(["stop", "-m", "immediate", "-w", "-D"])
+            .arg(&self.cluster_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(owner) = &self.owner {
+            use std::os::unix::process::CommandExt;
+            command.uid(owner.uid).gid(owner.gid).current_dir("/");
+        }
+        let _ = command.status();
+    }
+
     /// Starts a stopped cluster again on the same port.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         let port = self.port;

@@ -1,0 +1,562 @@
+#![allow(dead_code)]
+
+//! The test harness: one PostgreSQL cluster per test process, one database
+//! per test (cloned from a template migrated once), and the real server on
+//! a free port with a real tonic client.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Mutex, OnceLock},
+    time::Duration,
+};
+
+use invoice_cases::{
+    auth::{KeySet, KeySettings, mint_token},
+    embedded::{EmbeddedPostgres, create_database},
+    pb::{
+        self, invoice_case::State as CaseState,
+        invoice_case_service_client::InvoiceCaseServiceClient,
+    },
+    server::{self, RunningServer, ServerSettings},
+    store::{PoolSettings, run_migrations},
+};
+use tonic::{
+    Code, Request, Status,
+    metadata::{AsciiMetadataValue, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
+use tonic_types::StatusExt;
+use uuid::Uuid;
+
+/// Set to a PostgreSQL URL (of a role that may create databases) to test
+/// against that server instead of a cluster of the test process's own.
+pub const EXTERNAL_DATABASE_ENV: &str = "INVOICE_CASES_TEST_DATABASE_URL";
+
+/// The PostgreSQL server the tests use.
+pub struct TestCluster {
+    /// URL of the `postgres` database, for creating databases.
+    admin_url: String,
+    /// Name of the migrated template database.
+    template: String,
+    embedded: Option<EmbeddedPostgres>,
+    dir: Option<PathBuf>,
+}
+
+static CLUSTER: OnceLock<TestCluster> = OnceLock::new();
+static CREATE_LOCK: Mutex<()> = Mutex::new(());
+
+extern "C" fn stop_cluster_at_exit() {
+    if let Some(cluster) = CLUSTER.get() {
+        if let Some(embedded) = &cluster.embedded {
+            embedded.kill_blocking();
+        }
+        if let Some(dir) = &cluster.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Runs `future` on a runtime of its own on another thread (the harness
+/// must not block the test's runtime, and shared state must not belong to
+/// one test's runtime).
+fn on_own_runtime<T: Send + 'static>(
+    future: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("test runtime")
+            .block_on(future)
+    })
+    .join()
+    .expect("harness thread")
+}
+
+/// The cluster, started on first use; stopped when the test process exits.
+pub fn cluster() -> &'static TestCluster {
+    CLUSTER.get_or_init(|| {
+        on_own_runtime(async {
+            let (admin_url, embedded, dir) = match std::env::var(EXTERNAL_DATABASE_ENV) {
+                Ok(url) => (url, None, None),
+                Err(_) => {
+                    let dir = std::env::temp_dir().join(format!(
+                        "invoice-cases-tests-{}-{}",
+                        std::process::id(),
+                        Uuid::new_v4().simple()
+                    ));
+                    let embedded = EmbeddedPostgres::start(&dir, None)
+                        .await
+                        .expect("start the test PostgreSQL cluster");
+                    (embedded.url("postgres"), Some(embedded), Some(dir))
+                }
+            };
+            // SAFETY: registering a plain extern "C" function is sound.
+            unsafe {
+                libc::atexit(stop_cluster_at_exit);
+            }
+            let template = format!("tmpl_{}", Uuid::new_v4().simple());
+            create_database(&admin_url, &template)
+                .await
+                .expect("create the template database");
+            run_migrations(&database_url(&admin_url, &template))
+                .await
+                .expect("migrate the template database");
+            TestCluster {
+                admin_url,
+                template,
+                embedded,
+                dir,
+            }
+        })
+    })
+}
+
+/// The URL of `database` on the server of `admin_url`.
+pub fn database_url(admin_url: &str, database: &str) -> String {
+    let (base, _) = admin_url.rsplit_once('/').expect("a URL with a database");
+    format!("{base}/{database}")
+}
+
+impl TestCluster {
+    /// A fresh, migrated database; returns its URL.
+    pub fn new_database(&'static self) -> String {
+        let name = format!("t_{}", Uuid::new_v4().simple());
+        let admin_url = self.admin_url.clone();
+        let template = self.template.clone();
+        let db = name.clone();
+        // PostgreSQL copies a template for one CREATE DATABASE at a time.
+        let _guard = CREATE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        on_own_runtime(async move {
+            use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+            let mut conn = AsyncPgConnection::establish(&admin_url)
+                .await
+                .expect("connect to the test server");
+            diesel::sql_query(format!("CREATE DATABASE {db} TEMPLATE {template}"))
+                .execute(&mut conn)
+                .await
+                .expect("create a test database");
+        });
+        database_url(&self.admin_url, &name)
+    }
+
+    /// The embedded cluster (absent with an external server).
+    pub fn embedded(&self) -> Option<&EmbeddedPostgres> {
+        self.embedded.as_ref()
+    }
+
+    /// The URL of the `postgres` database.
+    pub fn admin_url(&self) -> &str {
+        &self.admin_url
+    }
+}
+
+/// A running server on its own database.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub database_url: String,
+    pub secret: String,
+    server: Option<RunningServer>,
+}
+
+/// Settings for [`spawn_app_with`].
+pub fn settings(database_url: &str, secret: &str) -> ServerSettings {
+    ServerSettings {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        database_url: database_url.to_owned(),
+        pool: PoolSettings {
+            max_size: 8,
+            wait_timeout: Duration::from_secs(5),
+        },
+        keys: KeySet::hs256(secret.as_bytes(), KeySettings::default()),
+        idempotency_retention: Duration::from_secs(48 * 3600),
+        health_interval: Duration::from_millis(500),
+    }
+}
+
+/// The real server on a free port, on a fresh database.
+pub async fn spawn_app() -> TestApp {
+    let database_url = cluster().new_database();
+    spawn_app_on(&database_url).await
+}
+
+/// The real server on a free port, on `database_url`.
+pub async fn spawn_app_on(database_url: &str) -> TestApp {
+    let secret = format!("test-secret-{}", Uuid::new_v4().simple());
+    spawn_app_with(settings(database_url, &secret), secret).await
+}
+
+/// The real server with the given settings.
+pub async fn spawn_app_with(settings: ServerSettings, secret: String) -> TestApp {
+    let database_url = settings.database_url.clone();
+    let server = server::start(settings).await.expect("start the server");
+    TestApp {
+        addr: server.local_addr,
+        database_url,
+        secret,
+        server: Some(server),
+    }
+}
+
+/// Adds the bearer token to every call.
+#[derive(Clone)]
+pub struct Bearer(Option<AsciiMetadataValue>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(token) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub type Client = InvoiceCaseServiceClient<InterceptedService<Channel, Bearer>>;
+
+impl TestApp {
+    /// A token for `sub` with `roles`, limited to `accounts` when given.
+    pub fn token(&self, sub: &str, roles: &[&str], accounts: Option<&[&str]>) -> String {
+        mint_token(
+            &self.secret,
+            sub,
+            &roles.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+            accounts.map(|a| a.iter().map(|s| s.to_string()).collect()),
+            3600,
+            None,
+            None,
+        )
+        .expect("mint a token")
+    }
+
+    /// A channel to the server.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect to the server")
+    }
+
+    /// A client authenticated with `token` (or with none).
+    pub async fn client_with(&self, token: Option<&str>) -> Client {
+        let value =
+            token.map(|t| MetadataValue::try_from(format!("Bearer {t}")).expect("ascii token"));
+        InvoiceCaseServiceClient::with_interceptor(self.channel().await, Bearer(value))
+    }
+
+    /// A client of an admin (every permission, every account).
+    pub async fn admin(&self) -> Client {
+        self.client_for("admin", &["admin"]).await
+    }
+
+    /// A client of `sub` with `roles`.
+    pub async fn client_for(&self, sub: &str, roles: &[&str]) -> Client {
+        let token = self.token(sub, roles, None);
+        self.client_with(Some(&token)).await
+    }
+
+    /// Stops the server (graceful).
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("server shutdown");
+        }
+    }
+}
+
+// ---- fixtures ----------------------------------------------------------
+
+/// A valid line.
+pub fn line(description: &str) -> pb::CaseLine {
+    pb::CaseLine {
+        dispute_code: pb::DisputeCode::PricingDiscrepancy.into(),
+        short_description: description.to_owned(),
+        invoiced_amount: "100.00".into(),
+        disputed_amount: "40.00".into(),
+        ..Default::default()
+    }
+}
+
+/// A valid single-invoice case of `account` with `lines` lines.
+pub fn new_case(account: &str, lines: usize) -> pb::InvoiceCase {
+    pb::InvoiceCase {
+        account_id: account.to_owned(),
+        invoice_number: "ARINV0012345".into(),
+        request_source: pb::invoice_case::RequestSource::SingleInvoice.into(),
+        short_description: "Invoice disputed".into(),
+        currency_code: "EUR".into(),
+        lines: (0..lines).map(|i| line(&format!("line {i}"))).collect(),
+        ..Default::default()
+    }
+}
+
+/// Creates a case of `account` with `lines` lines.
+pub async fn create(client: &mut Client, account: &str, lines: usize) -> pb::InvoiceCase {
+    client
+        .create_invoice_case(pb::CreateInvoiceCaseRequest {
+            invoice_case: Some(new_case(account, lines)),
+            request_id: String::new(),
+        })
+        .await
+        .expect("create a case")
+        .into_inner()
+}
+
+/// A case with two lines driven to `state` with the RPCs, by an admin.
+pub async fn case_in_state(client: &mut Client, state: CaseState) -> pb::InvoiceCase {
+    let case = create(client, "ACME", 2).await;
+    let id = case.id.clone();
+    if state == CaseState::Draft {
+        return case;
+    }
+    if state == CaseState::Canceled {
+        return ok(client.cancel_case(cancel(&id)).await);
+    }
+    let case = ok(client.submit_case(submit(&id)).await);
+    if state == CaseState::New {
+        return case;
+    }
+    let case = ok(client.assign_to_me(assign(&id)).await);
+    match state {
+        CaseState::WorkInProgress => case,
+        CaseState::AwaitingInfo => ok(client.request_information(request_info(&id)).await),
+        CaseState::Resolved => ok(client.propose_solution(propose_all(&id)).await),
+        CaseState::Closed => {
+            ok(client.propose_solution(propose_all(&id)).await);
+            ok(client.close_case(close(&id)).await)
+        }
+        other => panic!("no fixture for {other:?}"),
+    }
+}
+
+pub fn ok<T>(result: Result<tonic::Response<T>, Status>) -> T {
+    match result {
+        Ok(response) => response.into_inner(),
+        Err(status) => panic!("call failed: {status:?}"),
+    }
+}
+
+pub fn submit(id: &str) -> pb::SubmitCaseRequest {
+    pb::SubmitCaseRequest {
+        case_id: id.to_owned(),
+        ..Default::default()
+    }
+}
+
+pub fn assign(id: &str) -> pb::AssignToMeRequest {
+    pb::AssignToMeRequest {
+        case_id: id.to_owned(),
+        ..Default::default()
+    }
+}
+
+pub fn request_info(id: &str) -> pb::RequestInformationRequest {
+    pb::RequestInformationRequest {
+        case_id: id.to_owned(),
+        ..Default::default()
+    }
+}
+
+pub fn info_received(id: &str) -> pb::InformationReceivedRequest {
+    pb::InformationReceivedRequest {
+        case_id: id.to_owned(),
+        ..Default::default()
+    }
+}
+
+pub fn close(id: &str) -> pb::CloseCaseRequest {
+    pb::CloseCaseRequest {
+        case_id: id.to_owned(),
+        ..Default::default()
+    }
+}
+
+pub fn cancel(id: &str) -> pb::CancelCaseRequest {
+    pb::CancelCaseRequest {
+        case_id: id.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// Propose solution accepting every open line.
+pub fn propose_all(id: &str) -> pb::ProposeSolutionRequest {
+    pb::ProposeSolutionRequest {
+        case_id: id.to_owned(),
+        resolution_code: pb::ResolutionCode::SolvedCredit.into(),
+        resolution_notes: "credit note issued".into(),
+        default_outcome: pb::LineOutcome::Accepted.into(),
+        ..Default::default()
+    }
+}
+
+pub fn set_line(id: &str, line_id: &str, state: pb::case_line::State) -> pb::SetLineStateRequest {
+    pb::SetLineStateRequest {
+        case_id: id.to_owned(),
+        line_id: line_id.to_owned(),
+        state: state.into(),
+        ..Default::default()
+    }
+}
+
+pub async fn get(client: &mut Client, id: &str) -> pb::InvoiceCase {
+    ok(client
+        .get_invoice_case(pb::GetInvoiceCaseRequest {
+            case_id: id.to_owned(),
+        })
+        .await)
+}
+
+/// Every event of a case, all pages.
+pub async fn history(client: &mut Client, id: &str) -> Vec<pb::StateChangeEvent> {
+    let mut events = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = ok(client
+            .list_state_changes(pb::ListStateChangesRequest {
+                case_id: id.to_owned(),
+                page_size: 7,
+                page_token: page_token.clone(),
+            })
+            .await);
+        events.extend(page.events);
+        if page.next_page_token.is_empty() {
+            return events;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+// ---- assertions --------------------------------------------------------
+
+/// The §3.5 invariants, checked on the case as the API returns it
+/// (written independently of the domain module's own check).
+pub fn assert_invariants(case: &pb::InvoiceCase) {
+    use pb::case_line::State as L;
+    let state = case.state();
+    let lines: Vec<L> = case.lines.iter().map(|l| l.state()).collect();
+    let is_final = |s: &L| matches!(s, L::ResolvedAccepted | L::ResolvedDenied | L::Canceled);
+    let only = |allowed: &[L]| lines.iter().all(|s| allowed.contains(s));
+    let ok = match state {
+        CaseState::Draft => only(&[L::Draft, L::Canceled]),
+        CaseState::New => only(&[L::New, L::Canceled]),
+        CaseState::WorkInProgress | CaseState::AwaitingInfo => {
+            !lines.iter().any(|s| matches!(s, L::Draft | L::New))
+                && lines.iter().any(|s| !is_final(s))
+        }
+        CaseState::Resolved | CaseState::Closed => lines.iter().all(is_final),
+        CaseState::Canceled => only(&[L::Canceled]),
+        CaseState::Unspecified => false,
+    };
+    assert!(ok, "case {} is {state:?} with lines {lines:?}", case.number);
+    let assigned = matches!(
+        state,
+        CaseState::WorkInProgress
+            | CaseState::AwaitingInfo
+            | CaseState::Resolved
+            | CaseState::Closed
+    );
+    assert_eq!(
+        !case.assigned_to.is_empty(),
+        assigned,
+        "case {} is {state:?} with assigned_to {:?}",
+        case.number,
+        case.assigned_to
+    );
+}
+
+/// Replays a case's event log and checks it yields the stored states.
+pub async fn assert_replay_matches(client: &mut Client, id: &str) {
+    use pb::state_change::Entity;
+    let case = get(client, id).await;
+    let events = history(client, id).await;
+    let mut case_state = pb::invoice_case::State::Unspecified;
+    let mut lines: HashMap<String, pb::case_line::State> = HashMap::new();
+    for event in &events {
+        assert_eq!(event.case_id, case.id);
+        assert!(!event.changes.is_empty(), "an event without changes");
+        for change in &event.changes {
+            match change.entity() {
+                Entity::Case => {
+                    assert_eq!(change.case_from_state(), case_state, "{event:?}");
+                    case_state = change.case_to_state();
+                }
+                Entity::Line => {
+                    let from = lines
+                        .get(&change.id)
+                        .copied()
+                        .unwrap_or(pb::case_line::State::Unspecified);
+                    assert_eq!(change.line_from_state(), from, "{event:?}");
+                    match change.line_to_state() {
+                        pb::case_line::State::Unspecified => {
+                            lines.remove(&change.id);
+                        }
+                        to => {
+                            lines.insert(change.id.clone(), to);
+                        }
+                    }
+                }
+                Entity::Unspecified => panic!("change without entity: {change:?}"),
+            }
+        }
+    }
+    assert_eq!(case_state, case.state(), "replayed case state");
+    let stored: HashMap<String, pb::case_line::State> = case
+        .lines
+        .iter()
+        .map(|l| (l.id.clone(), l.state()))
+        .collect();
+    assert_eq!(lines, stored, "replayed line states");
+    assert_eq!(
+        events.last().map(|e| e.etag.clone()),
+        Some(case.etag.clone()),
+        "the last event carries the case's etag"
+    );
+}
+
+/// Asserts the status code and returns the status.
+pub fn expect_code<T: std::fmt::Debug>(
+    result: Result<tonic::Response<T>, Status>,
+    code: Code,
+) -> Status {
+    match result {
+        Ok(response) => panic!("expected {code:?}, got {:?}", response.into_inner()),
+        Err(status) => {
+            assert_eq!(status.code(), code, "unexpected status: {status:?}");
+            status
+        }
+    }
+}
+
+/// Asserts FAILED_PRECONDITION with INVALID_STATE_TRANSITION details.
+pub fn expect_invalid_transition<T: std::fmt::Debug>(
+    result: Result<tonic::Response<T>, Status>,
+    action: &str,
+    current_state: &str,
+) {
+    let status = expect_code(result, Code::FailedPrecondition);
+    let details = status.get_error_details();
+    let info = details.error_info().expect("ErrorInfo detail");
+    assert_eq!(info.reason, "INVALID_STATE_TRANSITION");
+    assert_eq!(
+        info.metadata.get("action").map(String::as_str),
+        Some(action)
+    );
+    assert_eq!(
+        info.metadata.get("currentState").map(String::as_str),
+        Some(current_state),
+        "{info:?}"
+    );
+}
+
+/// The field names of a BadRequest detail.
+pub fn violated_fields(status: &Status) -> Vec<String> {
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}

@@ -1,0 +1,5 @@
+//! Integration tests: the real server on a port, a real tonic client, a
+//! real PostgreSQL (one cluster per test process, a database per test).
+
+mod helpers;
+mod lifecycle;

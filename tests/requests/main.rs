@@ -1,0 +1,5 @@
+//! Request semantics through the API: validation, errors, etags,
+//! idempotency, lists, and concurrent clients.
+
+#[path = "../api/helpers.rs"]
+mod helpers;
