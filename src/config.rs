@@ -107,13 +107,52 @@ pub struct ServeArgs {
     #[arg(long, env = "DB_WAIT_TIMEOUT_MS", default_value_t = 5000)]
     pub db_wait_timeout_ms: u64,
 
+    #[command(flatten)]
+    pub watch: WatchArgs,
+
     /// How long idempotency records (request ids) are kept, in hours (at
     /// least 24).
     #[arg(long, env = "IDEMPOTENCY_RETENTION_HOURS", default_value_t = 48, value_parser = clap::value_parser!(u64).range(24..))]
     pub idempotency_retention_hours: u64,
 }
 
+/// How watch streams behave.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// Seconds an idle watch stream waits before a progress message.
+    #[arg(long, env = "WATCH_PROGRESS_INTERVAL_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub watch_progress_interval_seconds: u64,
+
+    /// Milliseconds between polls of the event log (notifications wake the
+    /// reader earlier; the poll covers lost ones).
+    #[arg(long, env = "WATCH_POLL_INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub watch_poll_interval_ms: u64,
+
+    /// Most watch streams this process serves at once.
+    #[arg(long, env = "WATCH_MAX_STREAMS", default_value_t = 10_000)]
+    pub watch_max_streams: usize,
+
+    /// Prune events older than this many hours (the audit trail of
+    /// ListStateChanges shrinks with them); keep every event when unset.
+    #[arg(long, env = "EVENT_RETENTION_HOURS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub event_retention_hours: Option<u64>,
+}
+
 impl ServeArgs {
+    /// The watch settings.
+    pub fn watch(&self) -> crate::watch::WatchSettings {
+        crate::watch::WatchSettings {
+            progress_interval: Duration::from_secs(self.watch.watch_progress_interval_seconds),
+            poll_interval: Duration::from_millis(self.watch.watch_poll_interval_ms),
+            max_streams: self.watch.watch_max_streams,
+            event_retention: self
+                .watch
+                .event_retention_hours
+                .map(|hours| Duration::from_secs(hours * 3600)),
+            ..crate::watch::WatchSettings::default()
+        }
+    }
+
     /// The pool settings.
     pub fn pool(&self) -> crate::store::PoolSettings {
         crate::store::PoolSettings {

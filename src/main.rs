@@ -108,6 +108,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             keys,
             idempotency_retention: Duration::from_secs(args.idempotency_retention_hours * 3600),
             health_interval: Duration::from_secs(2),
+            watch: args.watch(),
         })
         .await?;
         shutdown_signal().await;

@@ -14,7 +14,7 @@ use crate::{
     auth::{Authenticator, KeySet},
     pb::{self, invoice_case_service_server::InvoiceCaseServiceServer},
     store::{PoolSettings, Store, run_migrations},
-    watch::WatchHub,
+    watch::{WatchHub, WatchSettings},
 };
 
 /// Largest request or response message, in bytes (a case of 1000 lines is
@@ -35,6 +35,8 @@ pub struct ServerSettings {
     pub idempotency_retention: Duration,
     /// How often the database is checked for health.
     pub health_interval: Duration,
+    /// Watch streams.
+    pub watch: WatchSettings,
 }
 
 impl std::fmt::Debug for ServerSettings {
@@ -54,6 +56,7 @@ pub struct RunningServer {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     background: Vec<JoinHandle<()>>,
     health: HealthReporter,
+    watch: WatchHub,
 }
 
 impl RunningServer {
@@ -61,6 +64,7 @@ impl RunningServer {
     /// the server has stopped.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         set_health(&self.health, ServingStatus::NotServing).await;
+        self.watch.shut_down();
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
@@ -91,11 +95,15 @@ pub async fn start(settings: ServerSettings) -> anyhow::Result<RunningServer> {
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
 
-    let watch = WatchHub::default();
+    let (watch, watch_tasks) = WatchHub::start(
+        store.clone(),
+        settings.database_url.clone(),
+        settings.watch.clone(),
+    );
     let api = InvoiceCaseApi::new(
         store.clone(),
         Authenticator::new(settings.keys.clone()),
-        watch,
+        watch.clone(),
     );
     let service = InvoiceCaseServiceServer::new(api)
         .accept_compressed(CompressionEncoding::Gzip)
@@ -129,23 +137,24 @@ pub async fn start(settings: ServerSettings) -> anyhow::Result<RunningServer> {
     ));
     tracing::info!(%local_addr, "serving gRPC");
 
-    let background = vec![
-        tokio::spawn(watch_database(
-            store.clone(),
-            health.clone(),
-            settings.health_interval,
-        )),
-        tokio::spawn(prune_idempotency_records(
-            store,
-            settings.idempotency_retention,
-        )),
-    ];
+    let mut background = watch_tasks;
+    background.push(tokio::spawn(watch_database(
+        store.clone(),
+        health.clone(),
+        settings.health_interval,
+    )));
+    background.push(tokio::spawn(prune(
+        store,
+        settings.idempotency_retention,
+        settings.watch.event_retention,
+    )));
     Ok(RunningServer {
         local_addr,
         shutdown: Some(shutdown),
         server,
         background,
         health,
+        watch,
     })
 }
 
@@ -176,15 +185,28 @@ async fn watch_database(store: Store, health: HealthReporter, interval: Duration
     }
 }
 
-/// Forgets request ids older than the retention, every ten minutes.
-async fn prune_idempotency_records(store: Store, retention: Duration) {
+/// Every ten minutes: forgets request ids older than their retention, and
+/// prunes events older than theirs (when set).
+async fn prune(store: Store, idempotency: Duration, events: Option<Duration>) {
     let mut tick = tokio::time::interval(Duration::from_secs(600));
     loop {
         tick.tick().await;
-        match store.prune_idempotency_records(retention).await {
+        match store.prune_idempotency_records(idempotency).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "old idempotency records pruned"),
             Err(e) => tracing::warn!(error = %e, "pruning idempotency records failed"),
+        }
+        let Some(retention) = events else { continue };
+        let Some(cutoff) = chrono::Duration::from_std(retention)
+            .ok()
+            .and_then(|r| chrono::Utc::now().checked_sub_signed(r))
+        else {
+            continue;
+        };
+        match store.prune_events(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "events older than the retention pruned"),
+            Err(e) => tracing::warn!(error = %e, "pruning events failed"),
         }
     }
 }

@@ -9,4 +9,5 @@ mod service;
 pub mod status;
 
 pub use convert::{event as event_message, invoice_case as case_message};
+pub use requests::case_key;
 pub use service::InvoiceCaseApi;

@@ -428,10 +428,7 @@ impl InvoiceCaseService for InvoiceCaseApi {
         request: Request<pb::WatchStateChangesRequest>,
     ) -> Result<Response<Self::WatchStateChangesStream>, Status> {
         let caller = self.authorize(&request, Permission::Read)?;
-        let stream = self
-            .watch
-            .subscribe(&self.store, caller, request.into_inner())
-            .await?;
+        let stream = self.watch.subscribe(caller, request.into_inner()).await?;
         Ok(Response::new(stream))
     }
 }

@@ -105,6 +105,10 @@ impl Store {
         let mut conn = self.conn().await?;
         let result = conn
             .transaction(async |conn| {
+                // Before the transaction has an id: see lock_for_event.
+                diesel::sql_query("SELECT lock_for_event(NULL)")
+                    .execute(conn)
+                    .await?;
                 if let Some(key) = &meta.idempotency
                     && let Some(first) = idempotency::find(conn, key, &meta.actor).await?
                 {
@@ -328,18 +332,6 @@ impl Store {
                     .await?;
                 let more = case_rows.len() > limit;
                 case_rows.truncate(limit);
-                let ids: Vec<Uuid> = case_rows.iter().map(|row| row.id).collect();
-                let line_rows: Vec<LineRow> = case_lines::table
-                    .filter(case_lines::case_id.eq_any(&ids))
-                    .order((case_lines::case_id, case_lines::position))
-                    .select(LineRow::as_select())
-                    .load(conn)
-                    .await?;
-                let mut by_case: std::collections::HashMap<Uuid, Vec<LineRow>> =
-                    std::collections::HashMap::new();
-                for line in line_rows {
-                    by_case.entry(line.case_id).or_default().push(line);
-                }
                 let next = more
                     .then(|| case_rows.last())
                     .flatten()
@@ -347,13 +339,7 @@ impl Store {
                         create_time: last.create_time,
                         id: last.id,
                     });
-                let cases = case_rows
-                    .into_iter()
-                    .map(|row| {
-                        let lines = by_case.remove(&row.id).unwrap_or_default();
-                        row.into_case(lines)
-                    })
-                    .collect::<Result<Vec<_>, StoreError>>()?;
+                let cases = with_lines(conn, case_rows).await?;
                 Ok::<_, StoreError>(CasePage { cases, next })
             })
             .await
@@ -375,6 +361,31 @@ impl Store {
     }
 }
 
+/// The cases of `rows` with their lines (one query for all of them).
+pub(super) async fn with_lines(
+    conn: &mut AsyncPgConnection,
+    rows: Vec<CaseRow>,
+) -> Result<Vec<Case>, StoreError> {
+    let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
+    let line_rows: Vec<LineRow> = case_lines::table
+        .filter(case_lines::case_id.eq_any(&ids))
+        .order((case_lines::case_id, case_lines::position))
+        .select(LineRow::as_select())
+        .load(conn)
+        .await?;
+    let mut by_case: std::collections::HashMap<Uuid, Vec<LineRow>> =
+        std::collections::HashMap::new();
+    for line in line_rows {
+        by_case.entry(line.case_id).or_default().push(line);
+    }
+    rows.into_iter()
+        .map(|row| {
+            let lines = by_case.remove(&row.id).unwrap_or_default();
+            row.into_case(lines)
+        })
+        .collect()
+}
+
 /// The case named by `key`, if the caller may see it.
 fn case_query<'a>(key: &'a CaseKey, access: &'a Access) -> invoice_cases::BoxedQuery<'a, Pg> {
     let mut query = invoice_cases::table.into_boxed();
@@ -389,7 +400,10 @@ fn case_query<'a>(key: &'a CaseKey, access: &'a Access) -> invoice_cases::BoxedQ
 }
 
 /// Locks the case row until the transaction ends (`SELECT … FOR UPDATE`):
-/// actions on one case run one after the other.
+/// actions on one case run one after the other. The row's filter first takes
+/// the event-writer locks of `lock_for_event` (see the migration that
+/// defines it): they are taken before the row lock gives the transaction its
+/// id, which puts the ids of one case's transactions in commit order.
 async fn lock_case(
     conn: &mut AsyncPgConnection,
     key: &CaseKey,
@@ -402,10 +416,11 @@ async fn lock_case(
     let visible = invoice_cases::account_id
         .eq_any(accounts)
         .or(every_account.into_sql::<Bool>());
+    let event_locks = diesel::dsl::sql::<Bool>("lock_for_event(invoice_cases.id)");
     let row = match key {
         CaseKey::Id(id) => {
             invoice_cases::table
-                .filter(invoice_cases::id.eq(*id).and(visible))
+                .filter(invoice_cases::id.eq(*id).and(visible).and(event_locks))
                 .select(CaseRow::as_select())
                 .for_update()
                 .first(conn)
@@ -413,7 +428,12 @@ async fn lock_case(
         }
         CaseKey::Number(number) => {
             invoice_cases::table
-                .filter(invoice_cases::number.eq(number).and(visible))
+                .filter(
+                    invoice_cases::number
+                        .eq(number)
+                        .and(visible)
+                        .and(event_locks),
+                )
                 .select(CaseRow::as_select())
                 .for_update()
                 .first(conn)

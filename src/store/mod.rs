@@ -7,6 +7,7 @@
 //! sent to clients.
 
 mod cases;
+mod event_log;
 mod events;
 mod idempotency;
 mod pool;
@@ -17,6 +18,7 @@ use diesel::result::DatabaseErrorKind;
 use uuid::Uuid;
 
 pub use cases::{CaseFilter, CasePage, CasePageKey, Comparison, MutationMeta, Request};
+pub use event_log::{EventFilter, LogPage};
 pub use events::EventPage;
 pub use idempotency::Idempotency;
 pub use pool::{PoolSettings, Store, run_migrations};

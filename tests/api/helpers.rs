@@ -21,6 +21,7 @@ use invoice_cases::{
     },
     server::{self, RunningServer, ServerSettings},
     store::{PoolSettings, run_migrations},
+    watch::WatchSettings,
 };
 use tonic::{
     Code, Request, Status,
@@ -174,6 +175,11 @@ pub fn settings(database_url: &str, secret: &str) -> ServerSettings {
         keys: KeySet::hs256(secret.as_bytes(), KeySettings::default()),
         idempotency_retention: Duration::from_secs(48 * 3600),
         health_interval: Duration::from_millis(500),
+        watch: WatchSettings {
+            progress_interval: Duration::from_millis(500),
+            poll_interval: Duration::from_millis(200),
+            ..WatchSettings::default()
+        },
     }
 }
 

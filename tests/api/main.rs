@@ -3,3 +3,5 @@
 
 mod helpers;
 mod lifecycle;
+mod watch;
+mod watch_helpers;

@@ -1,0 +1,291 @@
+//! One watch stream: catch up from the database by its cursor, then follow
+//! the broadcast ring; back to the database whenever it falls behind.
+
+use std::{collections::HashMap, sync::Arc};
+
+use tokio::{
+    sync::{broadcast::error::RecvError, mpsc},
+    time::Instant,
+};
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use super::{
+    cursor,
+    hub::{Backoff, Published, Shared, shut_down},
+};
+use crate::{
+    api::{case_message, event_message, status::ERROR_DOMAIN},
+    pb::{self, watch_state_changes_response::Kind},
+    store::{EventFilter, EventPosition, LogPage},
+};
+
+/// Where a stream starts.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Start {
+    /// After this position.
+    At(EventPosition),
+    /// With a snapshot of the matching cases.
+    Snapshot,
+}
+
+type Sender = mpsc::Sender<Result<pb::WatchStateChangesResponse, Status>>;
+
+/// How many failed database reads in a row a stream rides out (with
+/// backoff, about half a minute) before it ends with UNAVAILABLE.
+const MAX_READ_FAILURES: u32 = 10;
+
+/// Why a stream stops sending.
+enum Stop {
+    /// The client left: nothing more to send.
+    ClientGone,
+    /// End the stream with this status.
+    End(Status),
+}
+
+pub(super) async fn run(shared: Arc<Shared>, filter: EventFilter, start: Start, tx: Sender) {
+    let mut stream = Stream {
+        shared: shared.clone(),
+        filter,
+        tx,
+        position: EventPosition { txid: 0, id: 0 },
+        last_sent: Instant::now(),
+    };
+    let result = match start {
+        Start::At(position) => {
+            stream.position = position;
+            stream.follow().await
+        }
+        Start::Snapshot => match stream.snapshot().await {
+            Ok(()) => stream.follow().await,
+            Err(stop) => Err(stop),
+        },
+    };
+    if let Err(Stop::End(status)) = result {
+        // The client may not be reading; never wait for it here.
+        let _ = stream.tx.try_send(Err(status));
+    }
+}
+
+struct Stream {
+    shared: Arc<Shared>,
+    filter: EventFilter,
+    tx: Sender,
+    /// Every event up to here has been delivered or filtered out.
+    position: EventPosition,
+    last_sent: Instant,
+}
+
+impl Stream {
+    /// Sends one message, unless the client leaves or the server shuts
+    /// down meanwhile.
+    async fn send(&mut self, kind: Kind) -> Result<(), Stop> {
+        let mut shutdown = self.shared.shutdown.clone();
+        let message = pb::WatchStateChangesResponse { kind: Some(kind) };
+        tokio::select! {
+            sent = self.tx.send(Ok(message)) => {
+                sent.map_err(|_| Stop::ClientGone)?;
+                self.last_sent = Instant::now();
+                Ok(())
+            }
+            _ = shut_down(&mut shutdown) => Err(Stop::End(self.interrupted(
+                "SERVER_SHUTTING_DOWN",
+                "the server is shutting down",
+            ))),
+        }
+    }
+
+    /// Sends the matching cases as of one snapshot, then the marker.
+    async fn snapshot(&mut self) -> Result<(), Stop> {
+        let settings = &self.shared.settings;
+        let tx = self.tx.clone();
+        let timeout = settings.snapshot_send_timeout;
+        let store = self.shared.store.clone();
+        let result = store
+            .snapshot_cases(&self.filter, settings.snapshot_page, |cases| {
+                let tx = tx.clone();
+                async move {
+                    for case in cases {
+                        let message = pb::WatchStateChangesResponse {
+                            kind: Some(Kind::SnapshotCase(case_message(case))),
+                        };
+                        match tokio::time::timeout(timeout, tx.send(Ok(message))).await {
+                            Ok(Ok(())) => {}
+                            _ => return false,
+                        }
+                    }
+                    true
+                }
+            })
+            .await;
+        if self.tx.is_closed() {
+            return Err(Stop::ClientGone);
+        }
+        match result {
+            Ok(position) => {
+                self.position = position;
+                let cursor = cursor::encode(position);
+                self.send(Kind::SnapshotComplete(pb::SnapshotComplete { cursor }))
+                    .await
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "watch snapshot failed");
+                Err(Stop::End(Status::with_error_details(
+                    Code::Unavailable,
+                    "the snapshot could not be read; start the watch again",
+                    ErrorDetails::with_error_info("SNAPSHOT_FAILED", ERROR_DOMAIN, HashMap::new()),
+                )))
+            }
+        }
+    }
+
+    /// Catches up from the database, then follows the ring; goes back to the
+    /// database whenever the ring has moved on without it.
+    async fn follow(&mut self) -> Result<(), Stop> {
+        loop {
+            // Subscribe before reading: what the reader publishes from now on
+            // is in the ring, what it published before is in the database.
+            let mut ring = self.shared.ring.subscribe();
+            self.catch_up().await?;
+            let mut shutdown = self.shared.shutdown.clone();
+            loop {
+                let progress_at = self.last_sent + self.shared.settings.progress_interval;
+                tokio::select! {
+                    item = ring.recv() => match item {
+                        Ok(item) => self.publish(&item).await?,
+                        Err(RecvError::Lagged(missed)) => {
+                            tracing::debug!(missed, "watch stream fell behind; catching up from the database");
+                            break;
+                        }
+                        Err(RecvError::Closed) => {
+                            return Err(Stop::End(self.interrupted(
+                                "SERVER_SHUTTING_DOWN",
+                                "the server is shutting down",
+                            )));
+                        }
+                    },
+                    _ = tokio::time::sleep_until(progress_at) => {
+                        let cursor = cursor::encode(self.position);
+                        self.send(Kind::Progress(pb::Progress { cursor })).await?;
+                    }
+                    _ = shut_down(&mut shutdown) => {
+                        return Err(Stop::End(self.interrupted(
+                            "SERVER_SHUTTING_DOWN",
+                            "the server is shutting down",
+                        )));
+                    }
+                    _ = self.tx.closed() => return Err(Stop::ClientGone),
+                }
+            }
+        }
+    }
+
+    async fn publish(&mut self, item: &Published) -> Result<(), Stop> {
+        match item {
+            Published::Event {
+                position,
+                case_id,
+                account_id,
+                message,
+            } => {
+                if *position <= self.position {
+                    return Ok(());
+                }
+                self.position = *position;
+                if self.filter.matches(*case_id, account_id) {
+                    self.send(Kind::Event(message.clone())).await?;
+                }
+            }
+            Published::Horizon(horizon) => {
+                self.position = self.position.max(*horizon);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads and sends every matching event after the position, up to the
+    /// horizon.
+    async fn catch_up(&mut self) -> Result<(), Stop> {
+        let batch = self.shared.settings.read_batch;
+        let mut failures = 0;
+        let mut backoff = Backoff::default();
+        loop {
+            let page: LogPage = match self
+                .shared
+                .store
+                .read_log(self.position, &self.filter, batch)
+                .await
+            {
+                Ok(page) => page,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, failures, "watch stream cannot read the log");
+                    if failures >= MAX_READ_FAILURES {
+                        return Err(Stop::End(self.interrupted(
+                            "DATABASE_UNAVAILABLE",
+                            "the database is unavailable",
+                        )));
+                    }
+                    let delay = backoff.next();
+                    let mut shutdown = self.shared.shutdown.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shut_down(&mut shutdown) => {
+                            return Err(Stop::End(self.interrupted(
+                                "SERVER_SHUTTING_DOWN",
+                                "the server is shutting down",
+                            )));
+                        }
+                        _ = self.tx.closed() => return Err(Stop::ClientGone),
+                    }
+                    continue;
+                }
+            };
+            if self.position < page.pruned_through {
+                return Err(Stop::End(cursor_expired(page.pruned_through)));
+            }
+            let full = page.events.len() >= batch;
+            for event in page.events {
+                let position = event.position;
+                self.position = position;
+                let message = event_message(event, cursor::encode(position));
+                self.send(Kind::Event(message)).await?;
+            }
+            if !full {
+                self.position = self.position.max(page.horizon);
+                return Ok(());
+            }
+        }
+    }
+
+    /// UNAVAILABLE with the cursor to resume from.
+    fn interrupted(&self, reason: &str, why: &str) -> Status {
+        let cursor = cursor::encode(self.position);
+        Status::with_error_details(
+            Code::Unavailable,
+            format!("{why}; resume with after_cursor = {cursor}"),
+            ErrorDetails::with_error_info(
+                reason,
+                ERROR_DOMAIN,
+                HashMap::from([("cursor".to_owned(), cursor)]),
+            ),
+        )
+    }
+}
+
+/// The error of a cursor older than the retained history.
+pub(super) fn cursor_expired(pruned_through: EventPosition) -> Status {
+    Status::with_error_details(
+        Code::FailedPrecondition,
+        "the cursor is older than the retained event history; \
+         read the current state again with with_snapshot",
+        ErrorDetails::with_error_info(
+            "CURSOR_EXPIRED",
+            ERROR_DOMAIN,
+            HashMap::from([
+                ("oldestCursor".to_owned(), cursor::encode(pruned_through)),
+                ("resumeWith".to_owned(), "with_snapshot".to_owned()),
+            ]),
+        ),
+    )
+}

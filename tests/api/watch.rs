@@ -1,0 +1,299 @@
+//! WatchStateChanges: order, filters, resumption, snapshots, progress,
+//! retention — against the real server and PostgreSQL.
+
+use std::{collections::HashMap, time::Duration};
+
+use invoice_cases::{
+    pb::{self, invoice_case::State as C, watch_state_changes_request::Start},
+    store::{PoolSettings, Store},
+};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use crate::{helpers::*, watch_helpers::*};
+
+/// Every event of every case, in the order ListStateChanges gives.
+async fn all_history(client: &mut Client, cases: &[pb::InvoiceCase]) -> Vec<pb::StateChangeEvent> {
+    let mut events = Vec::new();
+    for case in cases {
+        events.extend(history(client, &case.id).await);
+    }
+    events
+}
+
+#[tokio::test]
+async fn streams_deliver_committed_events_in_order_with_filters() {
+    let app = spawn_app().await;
+    let mut admin = app.admin().await;
+    let mut everything = open(&mut admin, watch("", "", None)).await;
+    let first = create(&mut admin, "ACME", 1).await;
+    let mut by_case = open(&mut admin, watch(&first.number, "", None)).await;
+    let mut by_account = open(&mut admin, watch("", "GLOBEX", None)).await;
+    // The streams start now: the case created before them is not replayed,
+    // its later changes are.
+    let second = create(&mut admin, "GLOBEX", 2).await;
+    ok(admin.submit_case(submit(&first.id)).await);
+    ok(admin.submit_case(submit(&second.id)).await);
+    ok(admin.assign_to_me(assign(&second.id)).await);
+    ok(admin.assign_to_me(assign(&first.id)).await);
+
+    let all = read_events(&mut everything, 6).await;
+    let history = all_history(&mut admin, &[first.clone(), second.clone()]).await;
+    let by_cursor: HashMap<&str, &pb::StateChangeEvent> =
+        history.iter().map(|e| (e.cursor.as_str(), e)).collect();
+    for event in &all {
+        assert_eq!(
+            by_cursor.get(event.cursor.as_str()).copied(),
+            Some(event),
+            "a streamed event equals the stored one"
+        );
+    }
+    let actions: Vec<_> = all
+        .iter()
+        .map(|e| (e.case_number.clone(), e.action()))
+        .collect();
+    use pb::state_change_event::Action as A;
+    assert_eq!(
+        actions,
+        [
+            (first.number.clone(), A::Create),
+            (second.number.clone(), A::Create),
+            (first.number.clone(), A::Submit),
+            (second.number.clone(), A::Submit),
+            (second.number.clone(), A::AssignToMe),
+            (first.number.clone(), A::AssignToMe),
+        ]
+    );
+    let case_events = read_events(&mut by_case, 2).await;
+    assert!(case_events.iter().all(|e| e.case_id == first.id));
+    assert_eq!(
+        case_events.iter().map(|e| e.action()).collect::<Vec<_>>(),
+        [A::Submit, A::AssignToMe]
+    );
+    let account_events = read_events(&mut by_account, 3).await;
+    assert!(account_events.iter().all(|e| e.account_id == "GLOBEX"));
+    assert_eq!(
+        account_events
+            .iter()
+            .map(|e| e.action())
+            .collect::<Vec<_>>(),
+        [A::Create, A::Submit, A::AssignToMe]
+    );
+    // Nothing else arrives: the next message on the filtered streams is a
+    // progress message.
+    let rest = read_until_progress(&mut by_case, 1).await;
+    assert!(rest.events.is_empty(), "{:?}", rest.events);
+}
+
+#[tokio::test]
+async fn resuming_from_every_cursor_yields_exactly_the_rest() {
+    let app = spawn_app().await;
+    let mut admin = app.admin().await;
+    for account in ["A", "B", "C"] {
+        let case = case_in_state(&mut admin, C::AwaitingInfo).await;
+        let _ = case;
+        let _ = create(&mut admin, account, 1).await;
+    }
+    let mut stream = open(&mut admin, watch("", "", Some(Start::FromBeginning(true)))).await;
+    let recorded = read_events(&mut stream, 15).await;
+    assert_eq!(recorded.len(), 15);
+    let quiet = read_until_progress(&mut stream, 1).await;
+    assert!(quiet.events.is_empty(), "more events than written");
+
+    for (i, event) in recorded.iter().enumerate() {
+        let mut resumed = open(
+            &mut admin,
+            watch("", "", Some(Start::AfterCursor(event.cursor.clone()))),
+        )
+        .await;
+        let rest = &recorded[i + 1..];
+        let got = read_events(&mut resumed, rest.len()).await;
+        assert_eq!(got, rest, "resuming after event {i}");
+        let after = read_until_progress(&mut resumed, 1).await;
+        assert!(
+            after.events.is_empty(),
+            "resuming after event {i} repeated events"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_progress_cursor_resumes_after_everything_before_it() {
+    let app = spawn_app().await;
+    let mut admin = app.admin().await;
+    let case = create(&mut admin, "ACME", 1).await;
+    let mut stream = open(&mut admin, watch("", "", None)).await;
+    let idle = read_until_progress(&mut stream, 2).await;
+    assert!(idle.events.is_empty());
+    let cursor = idle.progress.last().cloned().expect("a progress cursor");
+    ok(admin.submit_case(submit(&case.id)).await);
+    let mut resumed = open(&mut admin, watch("", "", Some(Start::AfterCursor(cursor)))).await;
+    let events = read_events(&mut resumed, 1).await;
+    assert_eq!(events[0].action(), pb::state_change_event::Action::Submit);
+    let quiet = read_until_progress(&mut resumed, 1).await;
+    assert!(quiet.events.is_empty());
+}
+
+#[tokio::test]
+async fn a_snapshot_then_live_events_lose_and_repeat_nothing() {
+    let app = spawn_app().await;
+    let mut admin = app.admin().await;
+    let mut cases = Vec::new();
+    for i in 0..12 {
+        cases.push(create(&mut admin, if i % 2 == 0 { "ACME" } else { "GLOBEX" }, 1).await);
+    }
+    // Writers change the cases while the snapshot is taken.
+    let writer_app_client = app.admin().await;
+    let ids: Vec<String> = cases.iter().map(|c| c.id.clone()).collect();
+    let writer = tokio::spawn(async move {
+        let mut client = writer_app_client;
+        for id in &ids {
+            ok(client.submit_case(submit(id)).await);
+            ok(client.assign_to_me(assign(id)).await);
+        }
+    });
+    let mut stream = open(&mut admin, watch("", "", Some(Start::WithSnapshot(true)))).await;
+    let mut received = Received::default();
+    read_until(&mut stream, &mut received, Duration::from_secs(30), |r| {
+        r.snapshot_cursor.is_some()
+    })
+    .await;
+    writer.await.expect("writer");
+    // The live part ends when every case is at its final revision.
+    let mut finals = HashMap::new();
+    for case in &cases {
+        let now = get(&mut admin, &case.id).await;
+        finals.insert(
+            now.id.clone(),
+            now.etag.parse::<u64>().expect("numeric etag"),
+        );
+    }
+    let mut revisions: HashMap<String, u64> = received
+        .snapshot
+        .iter()
+        .map(|case| (case.id.clone(), case.etag.parse().expect("numeric etag")))
+        .collect();
+    assert_eq!(revisions.len(), 12, "every case is in the snapshot");
+    let done = |r: &Received| {
+        let mut revisions = revisions.clone();
+        for event in &r.events {
+            revisions.insert(event.case_id.clone(), event.etag.parse().unwrap_or(0));
+        }
+        revisions == finals
+    };
+    read_until(&mut stream, &mut received, Duration::from_secs(30), done).await;
+    // Each case's events continue its snapshot revision by revision.
+    for event in &received.events {
+        let revision: u64 = event.etag.parse().expect("numeric etag");
+        let last = revisions.get_mut(&event.case_id).expect("a snapshot case");
+        assert_eq!(
+            revision,
+            *last + 1,
+            "event after revision {last}: {event:?}"
+        );
+        *last = revision;
+    }
+    // And the marker's cursor resumes exactly there.
+    let mut resumed = open(
+        &mut admin,
+        watch(
+            "",
+            "",
+            Some(Start::AfterCursor(
+                received.snapshot_cursor.clone().expect("marker"),
+            )),
+        ),
+    )
+    .await;
+    let again = read_events(&mut resumed, received.events.len()).await;
+    assert_eq!(again, received.events);
+}
+
+#[tokio::test]
+async fn accounts_limit_snapshots_and_replays() {
+    let app = spawn_app().await;
+    let mut admin = app.admin().await;
+    let mine = create(&mut admin, "MINE", 1).await;
+    let theirs = create(&mut admin, "THEIRS", 1).await;
+    ok(admin.submit_case(submit(&theirs.id)).await);
+    ok(admin.submit_case(submit(&mine.id)).await);
+    let token = app.token("vera", &["viewer"], Some(&["MINE"]));
+    let mut viewer = app.client_with(Some(&token)).await;
+
+    let mut replay = open(&mut viewer, watch("", "", Some(Start::FromBeginning(true)))).await;
+    let events = read_events(&mut replay, 2).await;
+    assert!(events.iter().all(|e| e.account_id == "MINE"), "{events:?}");
+    let quiet = read_until_progress(&mut replay, 1).await;
+    assert!(quiet.events.is_empty(), "{:?}", quiet.events);
+
+    let mut snapshot = open(&mut viewer, watch("", "", Some(Start::WithSnapshot(true)))).await;
+    let mut received = Received::default();
+    read_until(&mut snapshot, &mut received, Duration::from_secs(10), |r| {
+        r.snapshot_cursor.is_some()
+    })
+    .await;
+    assert_eq!(
+        received
+            .snapshot
+            .iter()
+            .map(|c| c.id.clone())
+            .collect::<Vec<_>>(),
+        [mine.id.clone()]
+    );
+
+    let status = viewer
+        .watch_state_changes(watch(&theirs.id, "", None))
+        .await
+        .expect_err("another account's case");
+    assert_eq!(status.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn bad_and_expired_cursors_are_refused() {
+    let app = spawn_app().await;
+    let mut admin = app.admin().await;
+    let status = admin
+        .watch_state_changes(watch("", "", Some(Start::AfterCursor("nope".into()))))
+        .await
+        .expect_err("a bad cursor");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&status), ["after_cursor"]);
+
+    let case = create(&mut admin, "ACME", 1).await;
+    ok(admin.submit_case(submit(&case.id)).await);
+    let events = history(&mut admin, &case.id).await;
+    let store = Store::new(&app.database_url, &PoolSettings::default()).expect("store");
+    let pruned = store
+        .prune_events(chrono::Utc::now() + chrono::Duration::minutes(1))
+        .await
+        .expect("prune");
+    assert_eq!(pruned, 2);
+    let status = admin
+        .watch_state_changes(watch(
+            "",
+            "",
+            Some(Start::AfterCursor(events[0].cursor.clone())),
+        ))
+        .await
+        .expect_err("an expired cursor");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    let info = status
+        .get_error_details()
+        .error_info()
+        .cloned()
+        .expect("ErrorInfo");
+    assert_eq!(info.reason, "CURSOR_EXPIRED");
+    assert_eq!(
+        info.metadata.get("resumeWith").map(String::as_str),
+        Some("with_snapshot")
+    );
+    // The last pruned event's cursor is still good: nothing after it is lost.
+    let mut stream = open(
+        &mut admin,
+        watch("", "", Some(Start::AfterCursor(events[1].cursor.clone()))),
+    )
+    .await;
+    ok(admin.assign_to_me(assign(&case.id)).await);
+    let live = read_events(&mut stream, 1).await;
+    assert_eq!(live[0].action(), pb::state_change_event::Action::AssignToMe);
+}
