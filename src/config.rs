@@ -128,6 +128,15 @@ pub struct WatchArgs {
     #[arg(long, env = "WATCH_POLL_INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub watch_poll_interval_ms: u64,
 
+    /// Events kept on the in-memory broadcast ring; subscribers further
+    /// behind catch up from the database.
+    #[arg(long, env = "WATCH_RING_CAPACITY", default_value_t = 256, value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
+    pub watch_ring_capacity: u64,
+
+    /// Messages buffered towards each watch client.
+    #[arg(long, env = "WATCH_SUBSCRIBER_BUFFER", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub watch_subscriber_buffer: u64,
+
     /// Most watch streams this process serves at once.
     #[arg(long, env = "WATCH_MAX_STREAMS", default_value_t = 10_000)]
     pub watch_max_streams: usize,
@@ -145,6 +154,9 @@ impl ServeArgs {
             progress_interval: Duration::from_secs(self.watch.watch_progress_interval_seconds),
             poll_interval: Duration::from_millis(self.watch.watch_poll_interval_ms),
             max_streams: self.watch.watch_max_streams,
+            ring_capacity: usize::try_from(self.watch.watch_ring_capacity).unwrap_or(usize::MAX),
+            subscriber_buffer: usize::try_from(self.watch.watch_subscriber_buffer)
+                .unwrap_or(usize::MAX),
             event_retention: self
                 .watch
                 .event_retention_hours

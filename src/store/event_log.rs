@@ -170,7 +170,7 @@ impl Store {
         .bind::<BigInt, _>(i64::try_from(limit).unwrap_or(i64::MAX))
         .load(&mut conn)
         .await?;
-        let Some(first) = rows.iter().next() else {
+        let Some(first) = <[LogRow]>::first(&rows) else {
             return Err(StoreError::Corrupt(
                 "the event log read returned no row".into(),
             ));

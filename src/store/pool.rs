@@ -7,7 +7,7 @@ use diesel_async::{
     AsyncPgConnection, RunQueryDsl,
     async_connection_wrapper::AsyncConnectionWrapper,
     pooled_connection::{
-        AsyncDieselConnectionManager,
+        AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
         deadpool::{Object, Pool},
     },
 };
@@ -59,7 +59,15 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Builds the pool; connections are opened on first use.
     pub fn new(database_url: &str, settings: &PoolSettings) -> Result<Self, StoreError> {
-        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(database_url);
+        // A closed connection (the server restarted, say) is seen by
+        // `is_broken` and discarded on recycling; a test query per checkout
+        // ("Verified") would add a round trip to every call.
+        let mut config = ManagerConfig::default();
+        config.recycling_method = RecyclingMethod::Fast;
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+            database_url,
+            config,
+        );
         let pool = Pool::builder(manager)
             .max_size(settings.max_size)
             .wait_timeout(Some(settings.wait_timeout))

@@ -32,6 +32,7 @@ const CHANNEL: &str = "invoice_case_events";
 
 /// What the reader publishes, in stream order.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // published behind an Arc: never moved by value
 pub(super) enum Published {
     /// A committed event, converted once for every subscriber.
     Event {

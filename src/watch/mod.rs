@@ -37,10 +37,12 @@ pub struct WatchSettings {
     /// The reader checks for new events at least this often (notifications
     /// wake it earlier).
     pub poll_interval: Duration,
-    /// Messages buffered towards each client.
+    /// Messages buffered towards each client (a client that reads nothing
+    /// holds at most this many, plus HTTP/2's send buffer).
     pub subscriber_buffer: usize,
-    /// Events kept on the broadcast ring; a subscriber further behind
-    /// catches up from the database.
+    /// Events kept on the broadcast ring (whether or not anyone still needs
+    /// them: it bounds memory, and a subscriber further behind catches up
+    /// from the database).
     pub ring_capacity: usize,
     /// Events per database read.
     pub read_batch: usize,
@@ -62,8 +64,8 @@ impl Default for WatchSettings {
         WatchSettings {
             progress_interval: Duration::from_secs(10),
             poll_interval: Duration::from_secs(1),
-            subscriber_buffer: 32,
-            ring_capacity: 4096,
+            subscriber_buffer: 16,
+            ring_capacity: 256,
             read_batch: 500,
             snapshot_page: 100,
             snapshot_send_timeout: Duration::from_secs(30),

@@ -211,6 +211,13 @@ pub async fn spawn_app_with(settings: ServerSettings, secret: String) -> TestApp
 #[derive(Clone)]
 pub struct Bearer(Option<AsciiMetadataValue>);
 
+impl Bearer {
+    /// Sends `value` as the authorization metadata.
+    pub fn new(value: AsciiMetadataValue) -> Self {
+        Bearer(Some(value))
+    }
+}
+
 impl Interceptor for Bearer {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         if let Some(token) = &self.0 {

@@ -3,5 +3,7 @@
 
 mod helpers;
 mod lifecycle;
+mod process;
 mod watch;
 mod watch_helpers;
+mod watch_robust;

@@ -238,7 +238,7 @@ async fn accounts_limit_snapshots_and_replays() {
             .iter()
             .map(|c| c.id.clone())
             .collect::<Vec<_>>(),
-        [mine.id.clone()]
+        std::slice::from_ref(&mine.id)
     );
 
     let status = viewer

@@ -3,3 +3,8 @@
 
 #[path = "../api/helpers.rs"]
 mod helpers;
+
+mod concurrency;
+mod errors;
+mod idempotency;
+mod listing;

@@ -1,5 +1,7 @@
 //! The state rules through the API: every refused (state, action) pair, and
 //! every cascade, against the real server and PostgreSQL.
 
+mod cascades;
 #[path = "../api/helpers.rs"]
 mod helpers;
+mod transitions;

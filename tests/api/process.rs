@@ -1,0 +1,135 @@
+//! The real `invoice-cases` binary as a server process.
+
+use std::{net::SocketAddr, process::Stdio, time::Duration};
+
+use tokio::process::{Child, Command};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+/// A server process; killed when dropped.
+pub struct ServerProcess {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+/// A free port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+impl ServerProcess {
+    /// Starts `invoice-cases serve` on `database_url` with `secret`, on a
+    /// free port (or `port`), and waits until health says SERVING.
+    pub async fn start(
+        database_url: &str,
+        secret: &str,
+        port: Option<u16>,
+        extra: &[&str],
+    ) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{}", port.unwrap_or_else(free_port))
+            .parse()
+            .expect("address");
+        let child = Command::new(env!("CARGO_BIN_EXE_invoice-cases"))
+            .arg("serve")
+            .arg("--listen")
+            .arg(addr.to_string())
+            .args([
+                "--watch-progress-interval-seconds",
+                "1",
+                "--watch-poll-interval-ms",
+                "200",
+            ])
+            .args(extra)
+            .env("DATABASE_URL", database_url)
+            .env("JWT_SECRET", secret)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start invoice-cases serve");
+        let process = ServerProcess { addr, child };
+        process.wait_serving(Duration::from_secs(60)).await;
+        process
+    }
+
+    /// Waits until the health service says SERVING.
+    pub async fn wait_serving(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Ok(channel) =
+                tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
+                    .expect("uri")
+                    .connect()
+                    .await
+            {
+                let status = HealthClient::new(channel)
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .map(|r| r.into_inner().status());
+                if status.ok() == Some(ServingStatus::Serving) {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the server on {} did not become SERVING",
+                self.addr
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("a running process")
+    }
+
+    /// Resident memory in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.pid() as i32, libc::SIGTERM);
+        }
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("the server exits within 30 s of SIGTERM")
+            .expect("wait for the server")
+    }
+
+    /// Kills the process at once (SIGKILL).
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("kill the server");
+    }
+}
+
+/// A client of a server process.
+pub async fn client(addr: SocketAddr, token: &str) -> crate::helpers::Client {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let value = tonic::metadata::MetadataValue::try_from(format!("Bearer {token}")).expect("token");
+    invoice_cases::pb::invoice_case_service_client::InvoiceCaseServiceClient::with_interceptor(
+        channel,
+        crate::helpers::Bearer::new(value),
+    )
+}
