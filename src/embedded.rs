@@ -504,13 +504,7 @@ fn load_or_create_password(data_dir: &Path) -> anyhow::Result<String> {
         let mut bytes = [0u8; 24];
         rand::rng().fill_bytes(&mut bytes);
         let password: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        file.write_all(password.as_bytes())?;
+        crate::auth::secret::create_secret_file(&path, &password)?;
     }
     Ok(fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?

@@ -23,24 +23,10 @@ pub const MIN_SECRET_BYTES: usize = 32;
 pub fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join("jwt-secret");
     if !path.exists() {
-        fs::create_dir_all(data_dir)
-            .with_context(|| format!("cannot create {}", data_dir.display()))?;
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-        {
-            Ok(mut file) => file
-                .write_all(hex.as_bytes())
-                .with_context(|| format!("cannot write {}", path.display()))?,
-            // Another process created it first: use theirs.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
-        }
+        create_secret_file(&path, &hex)?;
     }
     let mode = fs::metadata(&path)?.permissions().mode();
     if mode & 0o077 != 0 {
@@ -56,6 +42,38 @@ pub fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<String> {
         .to_owned();
     check_secret(&secret)?;
     Ok(secret)
+}
+
+/// Creates `path` (mode 0600) holding `content`, unless it exists: then
+/// the existing file wins. Readers never see a partly written file: the
+/// content is written to a temporary file first and linked into place.
+pub fn create_secret_file(path: &Path, content: &str) -> anyhow::Result<()> {
+    let dir = path.parent().context("a secret file needs a directory")?;
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let temporary = dir.join(format!(
+        ".{}.{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("secret"),
+        std::process::id()
+    ));
+    {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temporary)
+            .with_context(|| format!("cannot create {}", temporary.display()))?;
+        file.write_all(content.as_bytes())?;
+        file.sync_all()?;
+    }
+    let linked = fs::hard_link(&temporary, path);
+    let _ = fs::remove_file(&temporary);
+    match linked {
+        Ok(()) => Ok(()),
+        // Another process created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+    }
 }
 
 /// Refuses secrets too short to resist guessing.

