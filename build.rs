@@ -20,6 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
 
     tonic_prost_build::configure()
+        .codec_path("crate::codec::ValidatingCodec")
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;

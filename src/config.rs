@@ -81,8 +81,68 @@ pub struct AuthArgs {
     pub jwt_audience: Option<String>,
 
     /// Clock skew allowed on `exp` and `nbf`, in seconds.
-    #[arg(long, env = "JWT_LEEWAY_SECONDS", default_value_t = 30)]
+    #[arg(long, env = "JWT_LEEWAY_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=300))]
     pub jwt_leeway_seconds: u64,
+
+    /// PEM public keys accepting RS256 (RSA) or ES256 (P-256) tokens;
+    /// repeat the flag or separate with commas.
+    #[arg(long, env = "JWT_PUBLIC_KEY_FILES", value_delimiter = ',')]
+    pub jwt_public_key_file: Vec<PathBuf>,
+
+    /// A JWKS file of RS256/ES256 public keys (matched by `kid`).
+    #[arg(long, env = "JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+}
+
+/// TLS of the gRPC listener (rustls).
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// PEM certificate chain of the server; with --tls-key it serves TLS.
+    #[arg(long, env = "TLS_CERT_FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of the server.
+    #[arg(long, env = "TLS_KEY_FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificates of clients: every client must then present a
+    /// certificate they signed (mutual TLS).
+    #[arg(long, env = "TLS_CLIENT_CA_FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+/// Limits that protect the service.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Largest request message, in bytes (decoded).
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    pub max_message_bytes: u64,
+
+    /// Concurrent calls (streams included) per HTTP/2 connection.
+    #[arg(long, env = "MAX_CONCURRENT_STREAMS", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_streams: u32,
+
+    /// Open client connections at most; more wait until one closes.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+
+    /// Longest a database statement may run (milliseconds); a client
+    /// deadline shortens it for its call.
+    #[arg(long, env = "DB_STATEMENT_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub db_statement_timeout_ms: u64,
+}
+
+/// Shutdown.
+#[derive(Debug, Clone, Args)]
+pub struct ShutdownArgs {
+    /// On SIGTERM/SIGINT, how long calls in flight may take to finish.
+    #[arg(long, env = "DRAIN_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub drain_timeout_seconds: u64,
+
+    /// On SIGTERM/SIGINT, the process exits after this long whatever
+    /// clients do.
+    #[arg(long, env = "SHUTDOWN_DEADLINE_SECONDS", default_value_t = 20)]
+    pub shutdown_deadline_seconds: u64,
 }
 
 /// `invoice-cases serve`.
@@ -109,6 +169,20 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub watch: WatchArgs,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+
+    #[command(flatten)]
+    pub shutdown: ShutdownArgs,
+
+    /// Address of the Prometheus metrics endpoint (`/metrics`); `off` to
+    /// serve none.
+    #[arg(long, env = "METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    pub metrics_listen: String,
 
     /// How long idempotency records (request ids) are kept, in hours (at
     /// least 24).
@@ -170,6 +244,18 @@ impl ServeArgs {
         crate::store::PoolSettings {
             max_size: self.db_pool_size as usize,
             wait_timeout: Duration::from_millis(self.db_wait_timeout_ms),
+            statement_timeout: Duration::from_millis(self.limits.db_statement_timeout_ms),
+        }
+    }
+
+    /// The metrics address, `None` when off.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, String> {
+        match self.metrics_listen.as_str() {
+            "off" | "" => Ok(None),
+            addr => addr
+                .parse()
+                .map(Some)
+                .map_err(|e| format!("--metrics-listen {addr:?}: {e}")),
         }
     }
 }

@@ -3,10 +3,14 @@
 
 pub mod api;
 pub mod auth;
+pub mod codec;
 pub mod config;
 pub mod domain;
 pub mod embedded;
+pub mod listener;
+pub mod metrics;
 pub mod pb;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod watch;

@@ -1,14 +1,17 @@
 //! `invoice-cases`: the command line of the invoice case service.
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use clap::Parser;
 use invoice_cases::{
     auth::{self, KeySet, KeySettings},
-    config::{AuthArgs, Cli, Command, DatabaseArgs, LogFormat, ServeArgs, TokenArgs},
+    config::{AuthArgs, Cli, Command, DatabaseArgs, LogFormat, ServeArgs, TlsArgs, TokenArgs},
     embedded::EmbeddedPostgres,
-    server::{self, ServerSettings},
+    server::{self, Limits, ServerSettings, TlsSettings},
     store,
 };
 use tracing_subscriber::EnvFilter;
@@ -82,24 +85,61 @@ fn jwt_secret(explicit: Option<&str>, data_dir: &Path) -> anyhow::Result<String>
     }
 }
 
+/// The token keys: the configured secret and public keys, or, when none
+/// is configured, the data directory's secret (created when missing).
 fn keys(args: &AuthArgs, data_dir: &Path) -> anyhow::Result<KeySet> {
-    let secret = jwt_secret(args.jwt_secret.as_deref(), data_dir)?;
-    if args.jwt_secret.is_none() {
-        tracing::info!(file = %data_dir.join("jwt-secret").display(), "JWT secret from the data directory");
+    let mut keys = KeySet::new(KeySettings {
+        leeway_seconds: args.jwt_leeway_seconds,
+        issuer: args.jwt_issuer.clone(),
+        audience: args.jwt_audience.clone(),
+    });
+    for path in &args.jwt_public_key_file {
+        let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let algorithm = keys
+            .add_pem(&pem)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        tracing::info!(file = %path.display(), ?algorithm, "token public key");
     }
-    Ok(KeySet::hs256(
-        secret.as_bytes(),
-        KeySettings {
-            leeway_seconds: args.jwt_leeway_seconds,
-            issuer: args.jwt_issuer.clone(),
-            audience: args.jwt_audience.clone(),
-        },
-    ))
+    if let Some(path) = &args.jwks_file {
+        let json =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let added = keys
+            .add_jwks(&json)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        tracing::info!(file = %path.display(), keys = added, "token keys from JWKS");
+    }
+    if args.jwt_secret.is_some() || keys.is_empty() {
+        let secret = jwt_secret(args.jwt_secret.as_deref(), data_dir)?;
+        if args.jwt_secret.is_none() {
+            tracing::info!(file = %data_dir.join("jwt-secret").display(), "JWT secret from the data directory");
+        }
+        keys.add_hs256(secret.as_bytes());
+    }
+    Ok(keys)
+}
+
+fn tls(args: &TlsArgs) -> anyhow::Result<Option<TlsSettings>> {
+    let read = |path: &PathBuf| {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsSettings {
+            certificate_chain: read(cert)?,
+            private_key: read(key)?,
+            client_ca: args.tls_client_ca.as_ref().map(read).transpose()?,
+        })),
+        (None, None) => Ok(None),
+        _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+    }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let keys = keys(&args.auth, &args.database.data_dir)?;
+    let tls = tls(&args.tls)?;
+    let metrics = args.metrics_addr().map_err(anyhow::Error::msg)?;
     let (database_url, cluster) = database(&args.database).await?;
+    let drain = Duration::from_secs(args.shutdown.drain_timeout_seconds);
+    let deadline = Duration::from_secs(args.shutdown.shutdown_deadline_seconds);
     let result = async {
         let running = server::start(ServerSettings {
             listen: args.listen,
@@ -109,11 +149,31 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             idempotency_retention: Duration::from_secs(args.idempotency_retention_hours * 3600),
             health_interval: Duration::from_secs(2),
             watch: args.watch(),
+            tls,
+            limits: Limits {
+                max_message_bytes: usize::try_from(args.limits.max_message_bytes)
+                    .unwrap_or(usize::MAX),
+                max_concurrent_streams: args.limits.max_concurrent_streams,
+                max_connections: usize::try_from(args.limits.max_connections).unwrap_or(usize::MAX),
+            },
+            metrics,
         })
         .await?;
         shutdown_signal().await;
-        tracing::info!("shutting down");
-        running.shutdown().await
+        tracing::info!(?drain, ?deadline, "shutting down");
+        tokio::select! {
+            result = tokio::time::timeout(deadline, running.shutdown(drain)) => match result {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::warn!("shutdown deadline reached: exiting");
+                    Ok(())
+                }
+            },
+            _ = shutdown_signal() => {
+                tracing::warn!("second signal: exiting now");
+                Ok(())
+            }
+        }
     }
     .await;
     if let Some(cluster) = cluster {

@@ -5,8 +5,10 @@ use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Context as _;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{codec::CompressionEncoding, transport::Server};
+use tonic::{
+    codec::CompressionEncoding,
+    transport::{Certificate, Identity, Server, ServerTlsConfig},
+};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
@@ -17,9 +19,9 @@ use crate::{
     watch::{WatchHub, WatchSettings},
 };
 
-/// Largest request or response message, in bytes (a case of 1000 lines is
-/// well below it).
-pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Responses may always be this large, whatever the request limit: a case
+/// of 1000 lines must be returned.
+const MIN_ENCODING_BYTES: usize = 4 * 1024 * 1024;
 
 /// The fully qualified name of the service, as health reports it.
 pub const SERVICE_NAME: &str = "invoicecase.v1.InvoiceCaseService";
@@ -37,6 +39,44 @@ pub struct ServerSettings {
     pub health_interval: Duration,
     /// Watch streams.
     pub watch: WatchSettings,
+    /// TLS of the listener (plaintext when `None`).
+    pub tls: Option<TlsSettings>,
+    /// Protective limits.
+    pub limits: Limits,
+    /// Where `/metrics` is served (`None`: nowhere).
+    pub metrics: Option<SocketAddr>,
+}
+
+/// TLS material, PEM-encoded.
+#[derive(Clone)]
+pub struct TlsSettings {
+    pub certificate_chain: Vec<u8>,
+    pub private_key: Vec<u8>,
+    /// When set, clients must present a certificate signed by these CAs.
+    pub client_ca: Option<Vec<u8>>,
+}
+
+/// Protective limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest decoded message, in bytes.
+    pub max_message_bytes: usize,
+    /// Concurrent calls per HTTP/2 connection.
+    pub max_concurrent_streams: u32,
+    /// Open connections.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            // A case of 1000 lines with every text at its longest is about
+            // 1.5 MB.
+            max_message_bytes: 4 * 1024 * 1024,
+            max_concurrent_streams: 200,
+            max_connections: 10_000,
+        }
+    }
 }
 
 impl std::fmt::Debug for ServerSettings {
@@ -52,6 +92,8 @@ impl std::fmt::Debug for ServerSettings {
 pub struct RunningServer {
     /// The address it listens on (useful with port 0).
     pub local_addr: SocketAddr,
+    /// The address of `/metrics`, when served.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     background: Vec<JoinHandle<()>>,
@@ -60,19 +102,30 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
-    /// Stops accepting calls, lets calls in flight finish, and returns when
-    /// the server has stopped.
-    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+    /// Stops gracefully: health says NOT_SERVING at once, watch streams end
+    /// with UNAVAILABLE and their cursor, no new call is accepted, calls in
+    /// flight get up to `drain` to finish; then every connection is closed.
+    pub async fn shutdown(mut self, drain: Duration) -> anyhow::Result<()> {
         set_health(&self.health, ServingStatus::NotServing).await;
         self.watch.shut_down();
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
+        let result = match tokio::time::timeout(drain, &mut self.server).await {
+            Ok(joined) => joined?.map_err(anyhow::Error::from),
+            Err(_) => {
+                tracing::warn!(
+                    ?drain,
+                    "calls still open after the drain timeout: closing them"
+                );
+                self.server.abort();
+                Ok(())
+            }
+        };
         for task in &self.background {
             task.abort();
         }
-        (&mut self.server).await??;
-        Ok(())
+        result
     }
 }
 
@@ -91,6 +144,10 @@ pub async fn start(settings: ServerSettings) -> anyhow::Result<RunningServer> {
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let local_addr = listener.local_addr()?;
+    let metrics = match settings.metrics {
+        Some(addr) => Some(crate::metrics::serve(addr, store.clone()).await?),
+        None => None,
+    };
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
@@ -108,8 +165,8 @@ pub async fn start(settings: ServerSettings) -> anyhow::Result<RunningServer> {
     let service = InvoiceCaseServiceServer::new(api)
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(settings.limits.max_message_bytes)
+        .max_encoding_message_size(settings.limits.max_message_bytes.max(MIN_ENCODING_BYTES));
     // grpcurl 1.8 speaks only v1alpha; newer clients v1.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -122,15 +179,27 @@ pub async fn start(settings: ServerSettings) -> anyhow::Result<RunningServer> {
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let (shutdown, shutdown_signal) = oneshot::channel::<()>();
-    let router = Server::builder()
+    let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_keepalive(Some(Duration::from_secs(60)))
+        .max_concurrent_streams(Some(settings.limits.max_concurrent_streams));
+    if let Some(tls) = &settings.tls {
+        let mut config = ServerTlsConfig::new()
+            .identity(Identity::from_pem(&tls.certificate_chain, &tls.private_key));
+        if let Some(ca) = &tls.client_ca {
+            config = config.client_ca_root(Certificate::from_pem(ca));
+        }
+        builder = builder.tls_config(config).context("invalid TLS settings")?;
+    }
+    let router = builder
+        .layer(crate::telemetry::RpcTelemetryLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(service);
     let server = tokio::spawn(router.serve_with_incoming_shutdown(
-        TcpListenerStream::new(listener),
+        crate::listener::incoming(listener, settings.limits.max_connections),
         async {
             let _ = shutdown_signal.await;
         },
@@ -138,6 +207,10 @@ pub async fn start(settings: ServerSettings) -> anyhow::Result<RunningServer> {
     tracing::info!(%local_addr, "serving gRPC");
 
     let mut background = watch_tasks;
+    let metrics_addr = metrics.map(|(addr, task)| {
+        background.push(task);
+        addr
+    });
     background.push(tokio::spawn(watch_database(
         store.clone(),
         health.clone(),
@@ -150,6 +223,7 @@ pub async fn start(settings: ServerSettings) -> anyhow::Result<RunningServer> {
     )));
     Ok(RunningServer {
         local_addr,
+        metrics_addr,
         shutdown: Some(shutdown),
         server,
         background,

@@ -1,16 +1,19 @@
 //! The `InvoiceCaseService` handlers. Every handler has one shape:
 //! authorise → convert and validate → one store call → convert back.
 
+use std::time::Duration;
+
 use prost::Message;
 use sha2::{Digest, Sha256};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use super::{convert, filter, paging, requests, requests::Violations, status};
 use crate::{
-    auth::{Authenticator, Caller, Permission},
+    auth::{AuthError, Authenticator, Caller, Permission},
     domain::Command,
     pb::{self, invoice_case_service_server::InvoiceCaseService},
     store::{self, CaseKey, Idempotency, MutationMeta, Store},
+    telemetry,
     watch::{WatchHub, WatchStream},
 };
 
@@ -28,9 +31,12 @@ impl InvoiceCaseApi {
     }
 
     fn authorize<T>(&self, request: &Request<T>, permission: Permission) -> Result<Caller, Status> {
-        self.auth
+        let caller = self
+            .auth
             .authorize(request.metadata(), permission)
-            .map_err(status::auth)
+            .map_err(status::auth)?;
+        telemetry::record_actor(&caller.subject);
+        Ok(caller)
     }
 
     /// The shape every mutation on an existing case shares: authorise,
@@ -47,10 +53,11 @@ impl InvoiceCaseApi {
         R: Mutation,
     {
         let caller = self.authorize(&request, permission)?;
+        let deadline = client_deadline(request.metadata());
         let request = request.into_inner();
         let mut v = Violations::default();
         let key = v.check("case_id", requests::case_key(request.case_id()));
-        let meta = envelope_of(&mut v, &caller, method, &request);
+        let meta = envelope_of(&mut v, &caller, method, &request, deadline);
         let store_request = build(&request, &mut v);
         let (key, meta, store_request) = v
             .finish((|| Some((key?, meta?, store_request?)))())
@@ -60,8 +67,16 @@ impl InvoiceCaseApi {
             .act(&key, &caller.access, store_request, &meta)
             .await
             .map_err(|e| status::store(e, request.case_id()))?;
+        committed(method, &case.number);
         Ok(Response::new(convert::invoice_case(case)))
     }
+}
+
+/// Logs and counts a committed action (a replayed idempotent one counts
+/// again: the metric counts successful calls).
+fn committed(method: &'static str, case: &str) {
+    telemetry::record_case(case);
+    metrics::counter!("invoice_cases_transitions_total", "action" => method).increment(1);
 }
 
 /// The fields every mutating request carries.
@@ -120,7 +135,9 @@ impl Mutation for pb::RemoveCaseLineRequest {
     }
 }
 
-/// Actor, etag, idempotency key and comment of a mutating request.
+/// Actor, etag, idempotency key, comment and deadline of a mutating
+/// request.
+#[allow(clippy::too_many_arguments)]
 fn envelope<R: Message>(
     v: &mut Violations,
     caller: &Caller,
@@ -129,6 +146,7 @@ fn envelope<R: Message>(
     request_id: &str,
     etag: &str,
     comment: &str,
+    deadline: Option<Duration>,
 ) -> Option<MutationMeta> {
     let request_id = v.check("request_id", requests::request_id(request_id));
     let etag = v.check("etag", requests::etag(etag));
@@ -142,7 +160,33 @@ fn envelope<R: Message>(
             fingerprint: fingerprint(method, request),
         }),
         comment: comment?,
+        statement_timeout: deadline.map(statement_budget),
     })
+}
+
+/// The client's deadline (`grpc-timeout`), if it sent one.
+fn client_deadline(metadata: &MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+/// How long the database may work for a call with `deadline` left: a little
+/// less, so that the database gives up (and rolls back) before the client
+/// does, and the client learns why.
+fn statement_budget(deadline: Duration) -> Duration {
+    (deadline.mul_f64(0.9))
+        .saturating_sub(Duration::from_millis(10))
+        .max(Duration::from_millis(1))
 }
 
 fn envelope_of<R: Mutation>(
@@ -150,6 +194,7 @@ fn envelope_of<R: Mutation>(
     caller: &Caller,
     method: &'static str,
     request: &R,
+    deadline: Option<Duration>,
 ) -> Option<MutationMeta> {
     envelope(
         v,
@@ -159,6 +204,7 @@ fn envelope_of<R: Mutation>(
         request.request_id(),
         request.etag(),
         request.comment(),
+        deadline,
     )
 }
 
@@ -179,6 +225,7 @@ impl InvoiceCaseService for InvoiceCaseApi {
         request: Request<pb::CreateInvoiceCaseRequest>,
     ) -> Result<Response<pb::InvoiceCase>, Status> {
         let caller = self.authorize(&request, Permission::Create)?;
+        let deadline = client_deadline(request.metadata());
         let request = request.into_inner();
         let mut v = Violations::default();
         let meta = envelope(
@@ -189,6 +236,7 @@ impl InvoiceCaseService for InvoiceCaseApi {
             &request.request_id,
             "",
             "",
+            deadline,
         );
         let new = match requests::new_case(request.invoice_case.as_ref()) {
             Ok(new) => Some(new),
@@ -202,11 +250,15 @@ impl InvoiceCaseService for InvoiceCaseApi {
         let (meta, new) = v
             .finish((|| Some((meta?, new?)))())
             .map_err(status::invalid_argument)?;
+        if !caller.access.allows(&new.account_id) {
+            return Err(status::auth(AuthError::AccountDenied));
+        }
         let case = self
             .store
             .create_case(new, &meta)
             .await
             .map_err(|e| status::store(e, ""))?;
+        committed("CreateInvoiceCase", &case.number);
         Ok(Response::new(convert::invoice_case(case)))
     }
 
@@ -223,6 +275,7 @@ impl InvoiceCaseService for InvoiceCaseApi {
             .get_case(&key, &caller.access)
             .await
             .map_err(|e| status::store(e, &request.case_id))?;
+        telemetry::record_case(&case.number);
         Ok(Response::new(convert::invoice_case(case)))
     }
 

@@ -66,6 +66,11 @@ pub fn auth(error: AuthError) -> Status {
             tracing::info!(%reason, "refused a call without a valid token");
             Status::unauthenticated("a valid bearer token is required")
         }
+        AuthError::AccountDenied => Status::with_error_details(
+            Code::PermissionDenied,
+            "the caller's token does not allow cases of this account",
+            ErrorDetails::with_error_info("ACCOUNT_NOT_ALLOWED", ERROR_DOMAIN, HashMap::new()),
+        ),
         AuthError::PermissionDenied(permission) => Status::with_error_details(
             Code::PermissionDenied,
             format!("the caller's roles do not allow {permission}"),

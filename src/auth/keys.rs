@@ -25,21 +25,112 @@ impl Default for KeySettings {
     }
 }
 
+/// One verification key, bound to its one algorithm.
+#[derive(Clone)]
+struct Key {
+    /// The JWKS `kid`, when the key has one.
+    kid: Option<String>,
+    algorithm: Algorithm,
+    key: DecodingKey,
+}
+
 /// The verification keys, each bound to its one algorithm (so that an
-/// HMAC secret can never check an RS256/ES256 token or the reverse).
+/// HMAC secret can never check an RS256/ES256 token or the reverse, and
+/// `alg: none` matches nothing).
 #[derive(Clone)]
 pub struct KeySet {
-    keys: Vec<(Algorithm, DecodingKey)>,
+    keys: Vec<Key>,
     settings: KeySettings,
 }
 
 impl KeySet {
-    /// Keys accepting HS256 tokens signed with `secret`.
-    pub fn hs256(secret: &[u8], settings: KeySettings) -> Self {
+    /// An empty set; add keys to it.
+    pub fn new(settings: KeySettings) -> Self {
         KeySet {
-            keys: vec![(Algorithm::HS256, DecodingKey::from_secret(secret))],
+            keys: Vec::new(),
             settings,
         }
+    }
+
+    /// Keys accepting HS256 tokens signed with `secret`.
+    pub fn hs256(secret: &[u8], settings: KeySettings) -> Self {
+        let mut keys = KeySet::new(settings);
+        keys.add_hs256(secret);
+        keys
+    }
+
+    /// Accepts HS256 tokens signed with `secret`.
+    pub fn add_hs256(&mut self, secret: &[u8]) {
+        self.keys.push(Key {
+            kid: None,
+            algorithm: Algorithm::HS256,
+            key: DecodingKey::from_secret(secret),
+        });
+    }
+
+    /// Accepts RS256 (an RSA public key) or ES256 (a P-256 public key)
+    /// tokens, from a PEM file.
+    pub fn add_pem(&mut self, pem: &[u8]) -> Result<Algorithm, String> {
+        if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+            self.keys.push(Key {
+                kid: None,
+                algorithm: Algorithm::RS256,
+                key,
+            });
+            return Ok(Algorithm::RS256);
+        }
+        if let Ok(key) = DecodingKey::from_ec_pem(pem) {
+            self.keys.push(Key {
+                kid: None,
+                algorithm: Algorithm::ES256,
+                key,
+            });
+            return Ok(Algorithm::ES256);
+        }
+        Err("not a PEM RSA or EC public key".into())
+    }
+
+    /// Accepts tokens signed by the RS256 and ES256 keys of a JWKS
+    /// document; returns how many keys it took. Keys of other algorithms
+    /// are refused.
+    pub fn add_jwks(&mut self, json: &[u8]) -> Result<usize, String> {
+        use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
+        let set: JwkSet = serde_json::from_slice(json).map_err(|e| format!("not a JWKS: {e}"))?;
+        let mut added = 0;
+        for jwk in &set.keys {
+            let algorithm = match (&jwk.algorithm, jwk.common.key_algorithm) {
+                (AlgorithmParameters::RSA(_), None | Some(KeyAlgorithm::RS256)) => Algorithm::RS256,
+                (AlgorithmParameters::EllipticCurve(ec), None | Some(KeyAlgorithm::ES256))
+                    if ec.curve == EllipticCurve::P256 =>
+                {
+                    Algorithm::ES256
+                }
+                _ => {
+                    return Err(format!(
+                        "key {:?}: only RS256 (RSA) and ES256 (P-256) keys are accepted",
+                        jwk.common.key_id.as_deref().unwrap_or("without kid")
+                    ));
+                }
+            };
+            let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("bad key: {e}"))?;
+            self.keys.push(Key {
+                kid: jwk.common.key_id.clone(),
+                algorithm,
+                key,
+            });
+            added += 1;
+        }
+        Ok(added)
+    }
+
+    /// How many keys the set holds.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the set holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
     }
 
     /// Checks a token's signature and claims; the error is for the log.
@@ -49,18 +140,21 @@ impl KeySet {
         }
         let header = decode_header(token).map_err(|e| format!("bad token header: {e}"))?;
         let mut last_error = format!("no key for algorithm {:?}", header.alg);
-        for (algorithm, key) in &self.keys {
-            if *algorithm != header.alg {
-                continue;
-            }
-            match decode::<Claims>(token, key, &self.validation(*algorithm)) {
+        let candidates = self.keys.iter().filter(|key| {
+            key.algorithm == header.alg
+                && match (&header.kid, &key.kid) {
+                    (Some(wanted), Some(kid)) => wanted == kid,
+                    _ => true,
+                }
+        });
+        for key in candidates {
+            match decode::<Claims>(token, &key.key, &self.validation(key.algorithm)) {
                 Ok(data) => return Ok(data.claims),
                 Err(e) => last_error = format!("token refused: {e}"),
             }
         }
         Err(last_error)
     }
-
     fn validation(&self, algorithm: Algorithm) -> Validation {
         let mut validation = Validation::new(algorithm);
         validation.leeway = self.settings.leeway_seconds;

@@ -63,6 +63,9 @@ pub enum AuthError {
     /// The caller's roles do not allow the call.
     #[error("the caller's roles do not allow {0}")]
     PermissionDenied(Permission),
+    /// The caller may not create cases for that account.
+    #[error("the caller may not create cases for that account")]
+    AccountDenied,
 }
 
 /// Checks bearer tokens.

@@ -35,6 +35,10 @@ pub struct MutationMeta {
     pub idempotency: Option<Idempotency>,
     /// Recorded on the event.
     pub comment: Option<String>,
+    /// The client's deadline, as a bound on the transaction's statements:
+    /// past it the transaction rolls back (DEADLINE_EXCEEDED), changing
+    /// nothing.
+    pub statement_timeout: Option<std::time::Duration>,
 }
 
 /// An action on an existing case. Adding a line is separate because the
@@ -105,6 +109,7 @@ impl Store {
         let mut conn = self.conn().await?;
         let result = conn
             .transaction(async |conn| {
+                bound_by_deadline(conn, meta).await?;
                 // Before the transaction has an id: see lock_for_event.
                 diesel::sql_query("SELECT lock_for_event(NULL)")
                     .execute(conn)
@@ -178,6 +183,7 @@ impl Store {
         let mut conn = self.conn().await?;
         let result = conn
             .transaction(async |conn| {
+                bound_by_deadline(conn, meta).await?;
                 let row = lock_case(conn, key, access).await?;
                 if let Some(key) = &meta.idempotency
                     && let Some(first) = idempotency::find(conn, key, &meta.actor).await?
@@ -359,6 +365,21 @@ impl Store {
             .optional()?
             .ok_or(StoreError::CaseNotFound)
     }
+}
+
+/// Bounds the transaction's statements by the client's deadline.
+async fn bound_by_deadline(
+    conn: &mut AsyncPgConnection,
+    meta: &MutationMeta,
+) -> Result<(), StoreError> {
+    if let Some(timeout) = meta.statement_timeout {
+        let millis = timeout.as_millis().clamp(1, i32::MAX as u128).to_string();
+        diesel::sql_query("SELECT set_config('statement_timeout', $1, true)")
+            .bind::<Text, _>(millis)
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// The cases of `rows` with their lines (one query for all of them).

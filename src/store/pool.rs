@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use diesel::Connection;
+use diesel_async::{AsyncConnection, SimpleAsyncConnection};
 use diesel_async::{
     AsyncPgConnection, RunQueryDsl,
     async_connection_wrapper::AsyncConnectionWrapper,
@@ -29,6 +30,9 @@ pub struct PoolSettings {
     /// How long a call waits for a free connection or a new one before it
     /// fails with UNAVAILABLE.
     pub wait_timeout: Duration,
+    /// Longest a statement may run (`statement_timeout` of every
+    /// connection).
+    pub statement_timeout: Duration,
 }
 
 impl Default for PoolSettings {
@@ -36,6 +40,7 @@ impl Default for PoolSettings {
         PoolSettings {
             max_size: 16,
             wait_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -64,6 +69,20 @@ impl Store {
         // ("Verified") would add a round trip to every call.
         let mut config = ManagerConfig::default();
         config.recycling_method = RecyclingMethod::Fast;
+        let statement_timeout = settings.statement_timeout.as_millis();
+        config.custom_setup = Box::new(move |url| {
+            let url = url.to_owned();
+            Box::pin(async move {
+                let mut conn = AsyncPgConnection::establish(&url).await?;
+                conn.batch_execute(&format!(
+                    "SET statement_timeout = {statement_timeout}; \
+                     SET application_name = 'invoice-cases'"
+                ))
+                .await
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                Ok(conn)
+            })
+        });
         let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
             database_url,
             config,
@@ -115,7 +134,7 @@ impl Store {
 pub async fn run_migrations(database_url: &str) -> anyhow::Result<Vec<String>> {
     let url = database_url.to_owned();
     tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
-        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)?;
+        let mut conn = <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(&url)?;
         let lock = format!("SELECT pg_advisory_lock({MIGRATION_LOCK})");
         diesel::RunQueryDsl::execute(diesel::sql_query(lock), &mut conn)?;
         let applied: anyhow::Result<Vec<String>> = conn

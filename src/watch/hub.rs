@@ -152,6 +152,7 @@ impl WatchHub {
         };
         let settings = &self.shared.settings;
         let open = self.shared.streams.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("invoice_cases_watch_streams").increment(1.0);
         let guard = StreamGuard(self.shared.clone());
         if open >= settings.max_streams {
             drop(guard);
@@ -175,6 +176,7 @@ struct StreamGuard(Arc<Shared>);
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.0.streams.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("invoice_cases_watch_streams").decrement(1.0);
     }
 }
 
@@ -216,6 +218,11 @@ async fn read_log(shared: Arc<Shared>, wake: Arc<Notify>) {
             let full = page.events.len() >= settings.read_batch;
             for event in page.events {
                 position = event.position;
+                let lag = (chrono::Utc::now() - event.occur_time)
+                    .to_std()
+                    .unwrap_or_default();
+                metrics::histogram!("invoice_cases_event_delivery_lag_seconds")
+                    .record(lag.as_secs_f64());
                 let published = Published::Event {
                     position,
                     case_id: event.case_id,

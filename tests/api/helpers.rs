@@ -19,7 +19,7 @@ use invoice_cases::{
         self, invoice_case::State as CaseState,
         invoice_case_service_client::InvoiceCaseServiceClient,
     },
-    server::{self, RunningServer, ServerSettings},
+    server::{self, Limits, RunningServer, ServerSettings},
     store::{PoolSettings, run_migrations},
     watch::WatchSettings,
 };
@@ -171,6 +171,7 @@ pub fn settings(database_url: &str, secret: &str) -> ServerSettings {
         pool: PoolSettings {
             max_size: 8,
             wait_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
         },
         keys: KeySet::hs256(secret.as_bytes(), KeySettings::default()),
         idempotency_retention: Duration::from_secs(48 * 3600),
@@ -180,6 +181,9 @@ pub fn settings(database_url: &str, secret: &str) -> ServerSettings {
             poll_interval: Duration::from_millis(200),
             ..WatchSettings::default()
         },
+        tls: None,
+        limits: Limits::default(),
+        metrics: None,
     }
 }
 
@@ -276,7 +280,10 @@ impl TestApp {
     /// Stops the server (graceful).
     pub async fn stop(&mut self) {
         if let Some(server) = self.server.take() {
-            server.shutdown().await.expect("server shutdown");
+            server
+                .shutdown(Duration::from_secs(5))
+                .await
+                .expect("server shutdown");
         }
     }
 }

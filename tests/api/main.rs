@@ -4,7 +4,7 @@
 mod helpers;
 mod lifecycle;
 mod process;
+mod tools;
 mod watch;
 mod watch_helpers;
 mod watch_robust;
-mod tools;

@@ -43,6 +43,7 @@ impl ServerProcess {
                 "--watch-poll-interval-ms",
                 "200",
             ])
+            .args(["--metrics-listen", "off"])
             .args(extra)
             .env("DATABASE_URL", database_url)
             .env("JWT_SECRET", secret)

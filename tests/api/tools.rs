@@ -50,7 +50,10 @@ async fn run_grpcurl(args: &[&str]) -> (bool, String, String) {
 async fn grpcurl_lists_describes_and_calls_the_service_without_proto_files() {
     let app = spawn_app().await;
     let addr = app.addr.to_string();
-    let auth = format!("authorization: Bearer {}", app.token("gina", &["admin"], None));
+    let auth = format!(
+        "authorization: Bearer {}",
+        app.token("gina", &["admin"], None)
+    );
 
     let (ok_list, services, err) = run_grpcurl(&["-plaintext", &addr, "list"]).await;
     assert!(ok_list, "grpcurl list failed: {err}");
@@ -59,7 +62,10 @@ async fn grpcurl_lists_describes_and_calls_the_service_without_proto_files() {
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     ] {
-        assert!(services.lines().any(|l| l == service), "{service} missing in:\n{services}");
+        assert!(
+            services.lines().any(|l| l == service),
+            "{service} missing in:\n{services}"
+        );
     }
 
     let (ok_describe, description, err) = run_grpcurl(&[
@@ -74,7 +80,13 @@ async fn grpcurl_lists_describes_and_calls_the_service_without_proto_files() {
         description.contains("Propose solution: WORK_IN_PROGRESS -> RESOLVED"),
         "the proto comments are served:\n{description}"
     );
-    let (_, message, _) = run_grpcurl(&["-plaintext", &addr, "describe", "invoicecase.v1.InvoiceCase"]).await;
+    let (_, message, _) = run_grpcurl(&[
+        "-plaintext",
+        &addr,
+        "describe",
+        "invoicecase.v1.InvoiceCase",
+    ])
+    .await;
     assert!(message.contains("WORK_IN_PROGRESS = 3;"), "{message}");
 
     let create = r#"{"invoice_case": {"account_id": "ACME", "request_source": "SINGLE_INVOICE",
@@ -111,7 +123,10 @@ async fn grpcurl_lists_describes_and_calls_the_service_without_proto_files() {
     assert!(!ok_refused);
     assert!(refusal.contains("FailedPrecondition"), "{refusal}");
     assert!(refusal.contains("INVALID_STATE_TRANSITION"), "{refusal}");
-    assert!(refusal.contains(r#""currentState":"DRAFT""#), "details are decoded:\n{refusal}");
+    assert!(
+        refusal.contains(r#""currentState":"DRAFT""#),
+        "details are decoded:\n{refusal}"
+    );
 
     // Without a token: UNAUTHENTICATED.
     let (ok_anonymous, _, anonymous) = run_grpcurl(&[
@@ -136,7 +151,10 @@ async fn grpcurl_lists_describes_and_calls_the_service_without_proto_files() {
 async fn grpcurl_watches_a_case_and_resumes_after_a_cursor() {
     let app = spawn_app().await;
     let addr = app.addr.to_string();
-    let auth = format!("authorization: Bearer {}", app.token("gina", &["admin"], None));
+    let auth = format!(
+        "authorization: Bearer {}",
+        app.token("gina", &["admin"], None)
+    );
     let mut admin = app.admin().await;
     let case = create(&mut admin, "ACME", 1).await;
 
@@ -174,7 +192,10 @@ async fn grpcurl_watches_a_case_and_resumes_after_a_cursor() {
         "-max-time",
         "3",
         "-d",
-        &format!(r#"{{"case_id": "{}", "after_cursor": "{}"}}"#, case.number, events[0].cursor),
+        &format!(
+            r#"{{"case_id": "{}", "after_cursor": "{}"}}"#,
+            case.number, events[0].cursor
+        ),
         &addr,
         "invoicecase.v1.InvoiceCaseService/WatchStateChanges",
     ])
@@ -211,7 +232,10 @@ async fn reflection_v1_serves_the_service_too() {
 async fn the_binary_runs_its_own_postgres_and_mints_tokens_for_it() {
     // A data directory of this test's own, without DATABASE_URL: the
     // embedded default initialises a cluster, serves, and stops it on exit.
-    let data_dir = std::env::temp_dir().join(format!("invoice-cases-embedded-{}", Uuid::new_v4().simple()));
+    let data_dir = std::env::temp_dir().join(format!(
+        "invoice-cases-embedded-{}",
+        Uuid::new_v4().simple()
+    ));
     let port = free_port();
     let mut server = Command::new(env!("CARGO_BIN_EXE_invoice-cases"))
         .arg("serve")
@@ -219,6 +243,7 @@ async fn the_binary_runs_its_own_postgres_and_mints_tokens_for_it() {
         .arg(format!("127.0.0.1:{port}"))
         .arg("--data-dir")
         .arg(&data_dir)
+        .args(["--metrics-listen", "off"])
         .env_remove("DATABASE_URL")
         .env_remove("JWT_SECRET")
         .env("RUST_LOG", "warn")
@@ -232,7 +257,14 @@ async fn the_binary_runs_its_own_postgres_and_mints_tokens_for_it() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     let token = loop {
         let output = Command::new(env!("CARGO_BIN_EXE_invoice-cases"))
-            .args(["token", "--sub", "olga", "--roles", "requester,agent", "--data-dir"])
+            .args([
+                "token",
+                "--sub",
+                "olga",
+                "--roles",
+                "requester,agent",
+                "--data-dir",
+            ])
             .arg(&data_dir)
             .env_remove("JWT_SECRET")
             .output()
@@ -240,7 +272,11 @@ async fn the_binary_runs_its_own_postgres_and_mints_tokens_for_it() {
             .expect("run token");
         if output.status.success() && data_dir.join("postgres-password").exists() {
             let token = String::from_utf8(output.stdout).expect("utf-8");
-            assert_eq!(token.lines().count(), 1, "token prints the token and nothing else");
+            assert_eq!(
+                token.lines().count(),
+                1,
+                "token prints the token and nothing else"
+            );
             break token.trim().to_owned();
         }
         assert!(tokio::time::Instant::now() < deadline, "no token");
@@ -252,10 +288,17 @@ async fn the_binary_runs_its_own_postgres_and_mints_tokens_for_it() {
             .connect()
             .await
         {
-            let value = tonic::metadata::MetadataValue::try_from(format!("Bearer {token}")).expect("token");
-            break pb::invoice_case_service_client::InvoiceCaseServiceClient::with_interceptor(channel, Bearer::new(value));
+            let value =
+                tonic::metadata::MetadataValue::try_from(format!("Bearer {token}")).expect("token");
+            break pb::invoice_case_service_client::InvoiceCaseServiceClient::with_interceptor(
+                channel,
+                Bearer::new(value),
+            );
         }
-        assert!(tokio::time::Instant::now() < deadline, "the server did not start");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server did not start"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let case = create(&mut client, "ACME", 1).await;

@@ -408,8 +408,13 @@ async fn the_server_restarts_mid_stream_and_the_client_resumes() {
     )));
     let writer_server = ServerProcess::start(&database_url, &secret, None, &[]).await;
     let mut writer_client = client(writer_server.addr, &token).await;
+    // The writer keeps writing across both restarts (about 8 s).
+    let cases = 30;
     let writer = tokio::spawn(async move {
-        churn(&mut writer_client, "ACME", 12).await;
+        for _ in 0..cases {
+            churn(&mut writer_client, "ACME", 1).await;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
     });
 
     // Restart the watched server twice while the writer runs: gracefully
@@ -434,7 +439,7 @@ async fn the_server_restarts_mid_stream_and_the_client_resumes() {
         })
     };
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-    let total = 12 * 7;
+    let total = cases * 7;
     let (events, interruptions) = follow_until(
         addr,
         &token,
