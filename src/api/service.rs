@@ -446,6 +446,7 @@ impl InvoiceCaseService for InvoiceCaseApi {
         let (key, size): (CaseKey, usize) = v
             .finish((|| Some((key?, size?)))())
             .map_err(status::invalid_argument)?;
+        telemetry::record_case(&request.case_id);
         let (case_id, _) = self
             .store
             .find_case(&key, &caller.access)
