@@ -153,20 +153,15 @@ impl Store {
                 finish(conn, &decision, meta, ctx.now).await
             })
             .await;
-        match result {
-            // Another call with the same request id committed first.
-            Err(StoreError::Database(diesel::result::Error::DatabaseError(
-                diesel::result::DatabaseErrorKind::UniqueViolation,
-                info,
-            ))) if info.constraint_name() == Some("idempotency_records_pkey") => {
-                let key = meta.idempotency.as_ref().ok_or_else(|| {
-                    StoreError::Corrupt("idempotency conflict without a request id".into())
-                })?;
+        match (result, &meta.idempotency) {
+            // Another call with the same request id committed first: its
+            // response is the answer.
+            (Err(error), Some(key)) if is_request_id_conflict(&error) => {
                 idempotency::find(&mut conn, key, &meta.actor)
                     .await?
                     .ok_or(StoreError::RequestIdReused(key.request_id))
             }
-            other => other,
+            (result, _) => result,
         }
     }
 
@@ -230,18 +225,12 @@ impl Store {
                 finish(conn, &decision, meta, ctx.now).await
             })
             .await;
-        match result {
+        match (result, &meta.idempotency) {
             // The request id was taken meanwhile by a call on another case.
-            Err(StoreError::Database(diesel::result::Error::DatabaseError(
-                diesel::result::DatabaseErrorKind::UniqueViolation,
-                info,
-            ))) if info.constraint_name() == Some("idempotency_records_pkey") => {
-                let key = meta.idempotency.as_ref().ok_or_else(|| {
-                    StoreError::Corrupt("idempotency conflict without a request id".into())
-                })?;
+            (Err(error), Some(key)) if is_request_id_conflict(&error) => {
                 Err(StoreError::RequestIdReused(key.request_id))
             }
-            other => other,
+            (result, _) => result,
         }
     }
 
@@ -365,6 +354,18 @@ impl Store {
             .optional()?
             .ok_or(StoreError::CaseNotFound)
     }
+}
+
+/// Whether a transaction failed because a concurrent call committed an
+/// idempotency record with the same request id.
+fn is_request_id_conflict(error: &StoreError) -> bool {
+    matches!(
+        error,
+        StoreError::Database(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            info,
+        )) if info.constraint_name() == Some("idempotency_records_pkey")
+    )
 }
 
 /// Bounds the transaction's statements by the client's deadline.
