@@ -516,3 +516,35 @@ fn load_or_create_password(data_dir: &Path) -> anyhow::Result<String> {
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_server_programs_are_named_with_what_to_install() {
+        let error = find_binaries(Some(Path::new("/nonexistent/postgresql/bin")))
+            .expect_err("no programs there");
+        let message = error.to_string();
+        assert!(message.contains("initdb, pg_ctl and postgres"), "{message}");
+    }
+
+    #[test]
+    fn reachability_follows_the_mode_bits() {
+        let dir = std::env::temp_dir().join(format!("reach-{}", std::process::id()));
+        let inner = dir.join("inner");
+        fs::create_dir_all(&inner).expect("dirs");
+        let stranger = Owner {
+            name: "stranger".into(),
+            uid: 4_000_000,
+            gid: 4_000_000,
+        };
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).expect("chmod");
+        assert!(!reachable(&inner, &stranger));
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o711)).expect("chmod");
+        // (Unless the temporary directory itself is private.)
+        let parent = dir.parent().expect("a parent");
+        assert_eq!(reachable(&inner, &stranger), reachable(parent, &stranger));
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}

@@ -102,6 +102,11 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
+    /// Watch streams open now.
+    pub fn active_watch_streams(&self) -> usize {
+        self.watch.active_streams()
+    }
+
     /// Stops gracefully: health says NOT_SERVING at once, watch streams end
     /// with UNAVAILABLE and their cursor, no new call is accepted, calls in
     /// flight get up to `drain` to finish; then every connection is closed.

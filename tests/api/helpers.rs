@@ -277,6 +277,14 @@ impl TestApp {
         self.client_with(Some(&token)).await
     }
 
+    /// Watch streams the server has open.
+    pub fn watch_streams(&self) -> usize {
+        self.server
+            .as_ref()
+            .map(RunningServer::active_watch_streams)
+            .unwrap_or(0)
+    }
+
     /// Stops the server (graceful).
     pub async fn stop(&mut self) {
         if let Some(server) = self.server.take() {

@@ -297,3 +297,42 @@ async fn bad_and_expired_cursors_are_refused() {
     let live = read_events(&mut stream, 1).await;
     assert_eq!(live[0].action(), pb::state_change_event::Action::AssignToMe);
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_frees_its_stream_within_seconds() {
+    let app = spawn_app().await;
+    let mut admin = app.admin().await;
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        streams.push(open(&mut admin, watch("", "", None)).await);
+    }
+    let mut reading = open(&mut admin, watch("", "", Some(Start::WithSnapshot(true)))).await;
+    let _ = read_until_progress(&mut reading, 1).await;
+    assert_eq!(app.watch_streams(), 6);
+    // Dropping a stream cancels it (RST_STREAM); the server must notice.
+    drop(streams);
+    drop(reading);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while app.watch_streams() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} streams still open 5 s after their clients left",
+            app.watch_streams()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A whole connection going away frees its streams too.
+    let mut other = app.admin().await;
+    let held = open(&mut other, watch("", "", None)).await;
+    assert_eq!(app.watch_streams(), 1);
+    drop(held);
+    drop(other);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while app.watch_streams() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stream outlived its connection"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
