@@ -1,9 +1,6 @@
 //! `invoice-cases`: the command line of the invoice case service.
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{path::Path, time::Duration};
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -43,6 +40,7 @@ fn init_logging(format: LogFormat, filter: &str) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -94,18 +92,19 @@ fn keys(args: &AuthArgs, data_dir: &Path) -> anyhow::Result<KeySet> {
         audience: args.jwt_audience.clone(),
     });
     for path in &args.jwt_public_key_file {
-        let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let setting = "--jwt-public-key-file (JWT_PUBLIC_KEY_FILES)";
+        let pem = read_setting_file(setting, path)?;
         let algorithm = keys
             .add_pem(&pem)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            .map_err(|e| anyhow::anyhow!("{setting} {}: {e}", path.display()))?;
         tracing::info!(file = %path.display(), ?algorithm, "token public key");
     }
     if let Some(path) = &args.jwks_file {
-        let json =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let setting = "--jwks-file (JWKS_FILE)";
+        let json = read_setting_file(setting, path)?;
         let added = keys
             .add_jwks(&json)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            .map_err(|e| anyhow::anyhow!("{setting} {}: {e}", path.display()))?;
         tracing::info!(file = %path.display(), keys = added, "token keys from JWKS");
     }
     if args.jwt_secret.is_some() || keys.is_empty() {
@@ -118,15 +117,21 @@ fn keys(args: &AuthArgs, data_dir: &Path) -> anyhow::Result<KeySet> {
     Ok(keys)
 }
 
+/// Reads a file a setting names; the error names the setting.
+fn read_setting_file(setting: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("{setting}: cannot read {}", path.display()))
+}
+
 fn tls(args: &TlsArgs) -> anyhow::Result<Option<TlsSettings>> {
-    let read = |path: &PathBuf| {
-        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
-    };
     match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Ok(Some(TlsSettings {
-            certificate_chain: read(cert)?,
-            private_key: read(key)?,
-            client_ca: args.tls_client_ca.as_ref().map(read).transpose()?,
+            certificate_chain: read_setting_file("--tls-cert (TLS_CERT_FILE)", cert)?,
+            private_key: read_setting_file("--tls-key (TLS_KEY_FILE)", key)?,
+            client_ca: args
+                .tls_client_ca
+                .as_deref()
+                .map(|ca| read_setting_file("--tls-client-ca (TLS_CLIENT_CA_FILE)", ca))
+                .transpose()?,
         })),
         (None, None) => Ok(None),
         _ => anyhow::bail!("--tls-cert and --tls-key go together"),

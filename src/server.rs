@@ -111,12 +111,21 @@ impl RunningServer {
     /// with UNAVAILABLE and their cursor, no new call is accepted, calls in
     /// flight get up to `drain` to finish; then every connection is closed.
     pub async fn shutdown(mut self, drain: Duration) -> anyhow::Result<()> {
+        // The health monitor must not set SERVING again.
+        for task in &self.background {
+            task.abort();
+        }
         set_health(&self.health, ServingStatus::NotServing).await;
         self.watch.shut_down();
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
-        let result = match tokio::time::timeout(drain, &mut self.server).await {
+        // Health Watch streams never end by themselves: end them (their
+        // clients have seen NOT_SERVING), so they do not hold the drain.
+        for service in ["", SERVICE_NAME] {
+            self.health.clear_service_status(service).await;
+        }
+        match tokio::time::timeout(drain, &mut self.server).await {
             Ok(joined) => joined?.map_err(anyhow::Error::from),
             Err(_) => {
                 tracing::warn!(
@@ -126,11 +135,7 @@ impl RunningServer {
                 self.server.abort();
                 Ok(())
             }
-        };
-        for task in &self.background {
-            task.abort();
         }
-        result
     }
 }
 

@@ -66,10 +66,17 @@ impl InvoiceCaseApi {
             .store
             .act(&key, &caller.access, store_request, &meta)
             .await
-            .map_err(|e| status::store(e, request.case_id()))?;
+            .map_err(|e| failed_on_case(e, request.case_id()))?;
         committed(method, &case.number);
         Ok(Response::new(convert::invoice_case(case)))
     }
+}
+
+/// The status of a failed call on a case; the log line names the case as
+/// the request did.
+fn failed_on_case(error: store::StoreError, case: &str) -> Status {
+    telemetry::record_case(case);
+    status::store(error, case)
 }
 
 /// Logs and counts a committed action (a replayed idempotent one counts
@@ -274,7 +281,7 @@ impl InvoiceCaseService for InvoiceCaseApi {
             .store
             .get_case(&key, &caller.access)
             .await
-            .map_err(|e| status::store(e, &request.case_id))?;
+            .map_err(|e| failed_on_case(e, &request.case_id))?;
         telemetry::record_case(&case.number);
         Ok(Response::new(convert::invoice_case(case)))
     }

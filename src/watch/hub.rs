@@ -12,14 +12,13 @@ use std::{
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use futures::StreamExt;
 use tokio::{
-    sync::{Notify, broadcast, mpsc, watch},
+    sync::{Notify, broadcast, watch},
     task::JoinHandle,
 };
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use uuid::Uuid;
 
-use super::{WatchSettings, WatchStream, cursor, subscriber};
+use super::{WatchSettings, WatchStream, cursor, response, subscriber};
 use crate::{
     api::{event_message, status},
     auth::Caller,
@@ -160,13 +159,13 @@ impl WatchHub {
                 "too many watch streams on this server; retry later or on another replica",
             ));
         }
-        let (tx, rx) = mpsc::channel(settings.subscriber_buffer.max(1));
+        let (outlet, stream) = response::channel(settings.subscriber_buffer);
         let shared = self.shared.clone();
         tokio::spawn(async move {
             let _guard = guard;
-            subscriber::run(shared, filter, start, tx).await;
+            subscriber::run(shared, filter, start, outlet).await;
         });
-        Ok(Box::pin(ReceiverStream::new(rx)))
+        Ok(Box::pin(stream))
     }
 }
 

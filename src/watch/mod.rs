@@ -14,6 +14,7 @@
 
 pub mod cursor;
 mod hub;
+mod response;
 mod subscriber;
 
 use std::{pin::Pin, time::Duration};

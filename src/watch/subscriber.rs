@@ -1,7 +1,13 @@
 //! One watch stream: catch up from the database by its cursor, then follow
 //! the broadcast ring; back to the database whenever it falls behind.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use tokio::{
     sync::{broadcast::error::RecvError, mpsc},
@@ -13,6 +19,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use super::{
     cursor,
     hub::{Backoff, Published, Shared, shut_down},
+    response::Outlet,
 };
 use crate::{
     api::{case_message, event_message, status::ERROR_DOMAIN},
@@ -29,8 +36,6 @@ pub(super) enum Start {
     Snapshot,
 }
 
-type Sender = mpsc::Sender<Result<pb::WatchStateChangesResponse, Status>>;
-
 /// How many failed database reads in a row a stream rides out (with
 /// backoff, about half a minute) before it ends with UNAVAILABLE.
 const MAX_READ_FAILURES: u32 = 10;
@@ -43,11 +48,12 @@ enum Stop {
     End(Status),
 }
 
-pub(super) async fn run(shared: Arc<Shared>, filter: EventFilter, start: Start, tx: Sender) {
+pub(super) async fn run(shared: Arc<Shared>, filter: EventFilter, start: Start, outlet: Outlet) {
+    let Outlet { messages, end } = outlet;
     let mut stream = Stream {
         shared: shared.clone(),
         filter,
-        tx,
+        tx: messages,
         position: EventPosition { txid: 0, id: 0 },
         last_sent: Instant::now(),
     };
@@ -62,16 +68,17 @@ pub(super) async fn run(shared: Arc<Shared>, filter: EventFilter, start: Start, 
         },
     };
     if let Err(Stop::End(status)) = result {
-        // The client may not be reading; never wait for it here.
-        let _ = stream.tx.try_send(Err(status));
+        // Delivered after every buffered message, however full the buffer.
+        let _ = end.send(status);
     }
 }
 
 struct Stream {
     shared: Arc<Shared>,
     filter: EventFilter,
-    tx: Sender,
-    /// Every event up to here has been delivered or filtered out.
+    tx: mpsc::Sender<pb::WatchStateChangesResponse>,
+    /// Every event up to here has been handed to the client's buffer or
+    /// filtered out.
     position: EventPosition,
     last_sent: Instant,
 }
@@ -83,7 +90,7 @@ impl Stream {
         let mut shutdown = self.shared.shutdown.clone();
         let message = pb::WatchStateChangesResponse { kind: Some(kind) };
         tokio::select! {
-            sent = self.tx.send(Ok(message)) => {
+            sent = self.tx.send(message) => {
                 sent.map_err(|_| Stop::ClientGone)?;
                 self.last_sent = Instant::now();
                 Ok(())
@@ -101,17 +108,22 @@ impl Stream {
         let tx = self.tx.clone();
         let timeout = settings.snapshot_send_timeout;
         let store = self.shared.store.clone();
+        let cut_short = Arc::new(AtomicBool::new(false));
         let result = store
             .snapshot_cases(&self.filter, settings.snapshot_page, |cases| {
                 let tx = tx.clone();
+                let cut_short = cut_short.clone();
                 async move {
                     for case in cases {
                         let message = pb::WatchStateChangesResponse {
                             kind: Some(Kind::SnapshotCase(case_message(case))),
                         };
-                        match tokio::time::timeout(timeout, tx.send(Ok(message))).await {
+                        match tokio::time::timeout(timeout, tx.send(message)).await {
                             Ok(Ok(())) => {}
-                            _ => return false,
+                            _ => {
+                                cut_short.store(true, Ordering::Relaxed);
+                                return false;
+                            }
                         }
                     }
                     true
@@ -120,6 +132,15 @@ impl Stream {
             .await;
         if self.tx.is_closed() {
             return Err(Stop::ClientGone);
+        }
+        if cut_short.load(Ordering::Relaxed) {
+            // The snapshot holds a database connection and an old snapshot:
+            // a client that does not read it is not waited for.
+            return Err(Stop::End(Status::with_error_details(
+                Code::ResourceExhausted,
+                "the client did not read the snapshot in time; start the watch again",
+                ErrorDetails::with_error_info("SNAPSHOT_NOT_READ", ERROR_DOMAIN, HashMap::new()),
+            )));
         }
         match result {
             Ok(position) => {
@@ -191,10 +212,12 @@ impl Stream {
                 if *position <= self.position {
                     return Ok(());
                 }
-                self.position = *position;
                 if self.filter.matches(*case_id, account_id) {
                     self.send(Kind::Event(message.clone())).await?;
                 }
+                // Only once it is in the client's buffer: a cursor never
+                // names an event the client will not receive.
+                self.position = *position;
             }
             Published::Horizon(horizon) => {
                 self.position = self.position.max(*horizon);
@@ -247,9 +270,9 @@ impl Stream {
             let full = page.events.len() >= batch;
             for event in page.events {
                 let position = event.position;
-                self.position = position;
                 let message = event_message(event, cursor::encode(position));
                 self.send(Kind::Event(message)).await?;
+                self.position = position;
             }
             if !full {
                 self.position = self.position.max(page.horizon);

@@ -1,0 +1,269 @@
+//! Metrics: the Prometheus endpoint after real calls.
+
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+use tonic::Code;
+
+use crate::{
+    binary::{Binary, Options},
+    helpers::*,
+    watch_helpers::{open, read_events, watch},
+};
+
+/// `GET /metrics` over a plain HTTP/1.1 connection: (status line, content
+/// type, body).
+async fn scrape(addr: SocketAddr) -> (String, String, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect to /metrics");
+    stream
+        .write_all(
+            format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("send the request");
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .expect("the metrics endpoint answers")
+        .expect("read the response");
+    let response = String::from_utf8(response).expect("utf-8");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a header");
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    let header = |name: &str| {
+        head.lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    let body = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    (status, header("content-type").unwrap_or_default(), body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    out
+}
+
+/// One sample of the exposition format.
+#[derive(Debug, Clone)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+fn parse(body: &str) -> Vec<Sample> {
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').expect("a sample line");
+            let value = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                v => v.parse().unwrap_or_else(|_| panic!("a value: {line}")),
+            };
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => {
+                    let rest = rest.strip_suffix('}').expect("closing brace");
+                    let mut labels = BTreeMap::new();
+                    let mut rest = rest;
+                    while let Some((key, after)) = rest.split_once("=\"") {
+                        let end = after.find('"').expect("closing quote");
+                        labels.insert(
+                            key.trim_start_matches(',').trim().to_owned(),
+                            after[..end].to_owned(),
+                        );
+                        rest = &after[end + 1..];
+                    }
+                    (name, labels)
+                }
+                None => (series, BTreeMap::new()),
+            };
+            Sample {
+                name: name.to_owned(),
+                labels,
+                value,
+            }
+        })
+        .collect()
+}
+
+/// The samples of `name` whose labels include `labels`.
+fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Vec<&'a Sample> {
+    samples
+        .iter()
+        .filter(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .collect()
+}
+
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    match find(samples, name, labels).as_slice() {
+        [one] => one.value,
+        other => panic!("{name}{labels:?}: {} samples: {other:?}", other.len()),
+    }
+}
+
+const SERVICE: &str = "invoicecase.v1.InvoiceCaseService";
+
+#[tokio::test]
+async fn the_prometheus_endpoint_counts_calls_transitions_streams_and_connections() {
+    let database_url = cluster().new_database();
+    let mut options = Options::new(&database_url);
+    options.metrics = true;
+    let server = Binary::start(options).await;
+    let metrics = server.metrics.expect("a metrics address");
+    let mut admin = server.admin().await;
+    let mut watcher = server.admin().await;
+    let mut stream = open(&mut watcher, watch("", "", None)).await;
+
+    let case = create(&mut admin, "ACME", 2).await;
+    ok(admin.submit_case(submit(&case.id)).await);
+    expect_code(
+        admin.submit_case(submit(&case.id)).await,
+        Code::FailedPrecondition,
+    );
+    ok(admin.assign_to_me(assign(&case.id)).await);
+    // The stream delivered the three events: the reader published them.
+    let events = read_events(&mut stream, 3).await;
+    assert_eq!(events.len(), 3);
+
+    let (status, content_type, body) = scrape(metrics).await;
+    eprintln!("GET /metrics -> {status} ({content_type})\n{body}");
+    assert!(status.contains(" 200"), "{status}");
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    let samples = parse(&body);
+
+    let handled = |method: &str, code: &str| {
+        value(
+            &samples,
+            "grpc_server_handled_total",
+            &[
+                ("grpc_service", SERVICE),
+                ("grpc_method", method),
+                ("grpc_code", code),
+            ],
+        )
+    };
+    assert_eq!(handled("CreateInvoiceCase", "Ok"), 1.0);
+    assert_eq!(handled("SubmitCase", "Ok"), 1.0);
+    assert_eq!(handled("SubmitCase", "FailedPrecondition"), 1.0);
+    assert_eq!(handled("AssignToMe", "Ok"), 1.0);
+
+    // The latency histogram of SubmitCase: cumulative buckets up to +Inf.
+    let labels = [("grpc_service", SERVICE), ("grpc_method", "SubmitCase")];
+    let mut buckets: Vec<(f64, f64)> =
+        find(&samples, "grpc_server_handling_seconds_bucket", &labels)
+            .iter()
+            .map(|s| {
+                let le = s.labels.get("le").expect("le label");
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().expect("le")
+                };
+                (le, s.value)
+            })
+            .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert!(buckets.len() >= 10, "latency buckets: {buckets:?}");
+    assert_eq!(buckets.last().map(|b| b.0), Some(f64::INFINITY));
+    assert!(
+        buckets.windows(2).all(|w| w[0].1 <= w[1].1),
+        "cumulative buckets: {buckets:?}"
+    );
+    assert_eq!(
+        buckets.last().map(|b| b.1),
+        Some(2.0),
+        "two SubmitCase calls"
+    );
+    assert_eq!(
+        value(&samples, "grpc_server_handling_seconds_count", &labels),
+        2.0
+    );
+    assert!(value(&samples, "grpc_server_handling_seconds_sum", &labels) > 0.0);
+
+    // Committed actions only (the refused SubmitCase is not one).
+    let transitions = |action: &str| {
+        value(
+            &samples,
+            "invoice_cases_transitions_total",
+            &[("action", action)],
+        )
+    };
+    assert_eq!(transitions("CreateInvoiceCase"), 1.0);
+    assert_eq!(transitions("SubmitCase"), 1.0);
+    assert_eq!(transitions("AssignToMe"), 1.0);
+
+    assert_eq!(
+        value(&samples, "invoice_cases_watch_streams", &[]),
+        1.0,
+        "one stream open"
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "invoice_cases_event_delivery_lag_seconds_count",
+            &[]
+        ),
+        3.0,
+        "one lag observation per event"
+    );
+    assert!(
+        !find(
+            &samples,
+            "invoice_cases_event_delivery_lag_seconds_bucket",
+            &[]
+        )
+        .is_empty(),
+        "the lag is a histogram"
+    );
+    let pool = |state: &str| {
+        value(
+            &samples,
+            "invoice_cases_db_pool_connections",
+            &[("state", state)],
+        )
+    };
+    assert_eq!(pool("max"), 16.0, "--db-pool-size default");
+    assert!(pool("idle") >= 1.0, "connections were opened and returned");
+    assert!(pool("in_use") >= 0.0 && pool("in_use") <= 16.0);
+
+    // The stream closes: the gauge follows.
+    drop(stream);
+    drop(watcher);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, _, body) = scrape(metrics).await;
+        let open = value(&parse(&body), "invoice_cases_watch_streams", &[]);
+        if open == 0.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "invoice_cases_watch_streams is still {open} after the client left"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
