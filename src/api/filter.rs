@@ -10,7 +10,10 @@
 //! `assigned_to = ""` selects unassigned cases.
 
 use crate::{
-    domain::{CaseState, Priority},
+    domain::{
+        CaseState, Priority,
+        values::{MAX_ACTOR, MAX_IDENTIFIER, identifier, quote},
+    },
     store::{CaseFilter, Comparison},
 };
 
@@ -90,7 +93,8 @@ pub fn parse(text: &str) -> Result<CaseFilter, String> {
             Some(Token::NotEqual) => Comparison::NotEqual,
             other => {
                 return Err(format!(
-                    "expected = or != after {field}, found {}",
+                    "expected = or != after {}, found {}",
+                    quote(field),
                     describe(other)
                 ));
             }
@@ -100,7 +104,8 @@ pub fn parse(text: &str) -> Result<CaseFilter, String> {
             Some(Token::Quoted(value)) => value,
             other => {
                 return Err(format!(
-                    "expected a value after {field}, found {}",
+                    "expected a value after {}, found {}",
+                    quote(field),
                     describe(other)
                 ));
             }
@@ -108,14 +113,19 @@ pub fn parse(text: &str) -> Result<CaseFilter, String> {
         match field {
             "state" => {
                 let state = CaseState::parse(&value).ok_or_else(|| {
-                    format!("{value:?} is not a case state (DRAFT, NEW, WORK_IN_PROGRESS, AWAITING_INFO, RESOLVED, CLOSED, CANCELED)")
+                    format!("{} is not a case state (DRAFT, NEW, WORK_IN_PROGRESS, AWAITING_INFO, RESOLVED, CLOSED, CANCELED)", quote(&value))
                 })?;
                 filter.states.push((comparison, state));
             }
-            "account_id" => filter.accounts.push((comparison, value)),
-            "assigned_to" => filter
-                .assignees
-                .push((comparison, (!value.is_empty()).then_some(value))),
+            "account_id" => filter
+                .accounts
+                .push((comparison, identifier(&value, MAX_IDENTIFIER)?)),
+            "assigned_to" => {
+                let value = identifier(&value, MAX_ACTOR)?;
+                filter
+                    .assignees
+                    .push((comparison, (!value.is_empty()).then_some(value)));
+            }
             "priority" => {
                 let priority = value
                     .parse::<i64>()
@@ -130,14 +140,16 @@ pub fn parse(text: &str) -> Result<CaseFilter, String> {
                     })
                     .ok_or_else(|| {
                         format!(
-                            "{value:?} is not a priority (1-4 or CRITICAL, HIGH, MODERATE, LOW)"
+                            "{} is not a priority (1-4 or CRITICAL, HIGH, MODERATE, LOW)",
+                            quote(&value)
                         )
                     })?;
                 filter.priorities.push((comparison, priority));
             }
             other => {
                 return Err(format!(
-                    "cannot filter on {other:?}; the fields are state, account_id, assigned_to and priority"
+                    "cannot filter on {}; the fields are state, account_id, assigned_to and priority",
+                    quote(other)
                 ));
             }
         }
@@ -157,8 +169,8 @@ pub fn parse(text: &str) -> Result<CaseFilter, String> {
 fn describe(token: Option<Token<'_>>) -> String {
     match token {
         None => "the end".into(),
-        Some(Token::Word(word)) => format!("{word:?}"),
-        Some(Token::Quoted(value)) => format!("\"{value}\""),
+        Some(Token::Word(word)) => quote(word),
+        Some(Token::Quoted(value)) => quote(&value),
         Some(Token::Equal) => "=".into(),
         Some(Token::NotEqual) => "!=".into(),
     }
@@ -204,6 +216,8 @@ mod tests {
             "account_id = \"open",
             "= NEW",
             "state = NEW state = DRAFT",
+            "account_id = \"a\u{0}b\"",
+            "assigned_to = x\u{1}",
         ] {
             assert!(parse(bad).is_err(), "{bad:?} was accepted");
         }

@@ -11,7 +11,7 @@ use crate::{
         machine::{LineOutcome, LineResolution, ProposeSolution, check_line_invoice},
         values::{
             Decimal, MAX_IDENTIFIER, MAX_LINES_PER_CASE, MAX_LONG_TEXT, MAX_SHORT_DESCRIPTION,
-            currency_code, optional_long_text, optional_text, required_text,
+            currency_code, optional_long_text, optional_text, quote, required_text,
         },
     },
     pb,
@@ -64,8 +64,8 @@ pub fn case_key(text: &str) -> Result<CaseKey, String> {
         Ok(CaseKey::Number(text.to_owned()))
     } else {
         Err(format!(
-            "must be a case UUID or number like INVCS0001001, not {:?}",
-            shorten(text)
+            "must be a case UUID or number like INVCS0001001, not {}",
+            quote(text)
         ))
     }
 }
@@ -77,8 +77,8 @@ pub fn line_ref(text: &str) -> Result<LineRef, String> {
     }
     LineRef::parse(text).ok_or_else(|| {
         format!(
-            "must be a line UUID or number like INVCSL0001001, not {:?}",
-            shorten(text)
+            "must be a line UUID or number like INVCSL0001001, not {}",
+            quote(text)
         )
     })
 }
@@ -90,7 +90,7 @@ pub fn request_id(text: &str) -> Result<Option<Uuid>, String> {
     }
     Uuid::parse_str(text)
         .map(Some)
-        .map_err(|_| format!("must be a UUID, not {:?}", shorten(text)))
+        .map_err(|_| format!("must be a UUID, not {}", quote(text)))
 }
 
 /// An optional etag.
@@ -105,15 +105,6 @@ pub fn etag(text: &str) -> Result<Option<String>, String> {
 /// An optional comment recorded on the event.
 pub fn comment(text: &str) -> Result<Option<String>, String> {
     optional_long_text(text, MAX_LONG_TEXT)
-}
-
-/// Quotes at most 80 characters of hostile input back.
-fn shorten(text: &str) -> String {
-    let mut short: String = text.chars().take(80).collect();
-    if short.len() < text.len() {
-        short.push('…');
-    }
-    short
 }
 
 fn decimal(text: &str) -> Result<Decimal, String> {

@@ -23,7 +23,11 @@ pub const ERROR_DOMAIN: &str = "invoicecase.v1";
 /// `ErrorInfo.reason` of an action the current state does not allow.
 pub const INVALID_STATE_TRANSITION: &str = "INVALID_STATE_TRANSITION";
 
-/// INVALID_ARGUMENT with one `BadRequest` violation per field.
+/// Most field violations listed in one error.
+const MAX_VIOLATIONS: usize = 50;
+
+/// INVALID_ARGUMENT with one `BadRequest` violation per field (the first
+/// fifty).
 pub fn invalid_argument(violations: Vec<Violation>) -> Status {
     let summary: Vec<String> = violations
         .iter()
@@ -41,9 +45,11 @@ pub fn invalid_argument(violations: Vec<Violation>) -> Status {
     if more > 0 {
         message.push_str(&format!(" (and {more} more)"));
     }
+    // However many fields are wrong, the answer stays small.
     let details = ErrorDetails::with_bad_request(
         violations
             .into_iter()
+            .take(MAX_VIOLATIONS)
             .map(|v| FieldViolation::new(v.field, v.description))
             .collect::<Vec<_>>(),
     );

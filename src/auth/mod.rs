@@ -18,7 +18,10 @@ pub use keys::{KeySet, KeySettings};
 pub use permissions::{Permission, Role};
 pub use secret::{load_or_create_secret, mint_token};
 
-use crate::store::Access;
+use crate::{
+    domain::values::{MAX_ACTOR, MAX_IDENTIFIER, identifier},
+    store::Access,
+};
 
 /// Longest token accepted; longer ones are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -41,8 +44,17 @@ pub struct Claims {
     pub nbf: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
+    /// One audience or several (identity providers send both forms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<Audience>,
+}
+
+/// The `aud` claim: a string or an array of strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// An authenticated caller.
@@ -120,10 +132,20 @@ impl Authenticator {
             .keys
             .verify(token)
             .map_err(AuthError::Unauthenticated)?;
-        if claims.sub.is_empty() || claims.sub.chars().count() > 255 {
+        let sub_ok = !claims.sub.is_empty()
+            && identifier(&claims.sub, MAX_ACTOR).is_ok()
+            && claims.sub.trim() == claims.sub;
+        if !sub_ok {
             return Err(unauthenticated(
-                "sub is empty or longer than 255 characters",
+                "sub is empty, too long, or has control characters or edge spaces",
             ));
+        }
+        if let Some(accounts) = &claims.accounts
+            && accounts
+                .iter()
+                .any(|a| a.is_empty() || identifier(a, MAX_IDENTIFIER).is_err())
+        {
+            return Err(unauthenticated("accounts holds an invalid account id"));
         }
         Ok(Caller {
             subject: claims.sub,

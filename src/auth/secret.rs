@@ -106,7 +106,7 @@ pub fn mint_token(
         iat: Some(now),
         nbf: None,
         iss: issuer,
-        aud: audience,
+        aud: audience.map(super::Audience::One),
     };
     Ok(encode(
         &Header::new(Algorithm::HS256),

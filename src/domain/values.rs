@@ -12,8 +12,10 @@ pub const MAX_LINES_PER_CASE: usize = 1000;
 pub const MAX_SHORT_DESCRIPTION: usize = 160;
 /// Longest description, notes and comments, in characters.
 pub const MAX_LONG_TEXT: usize = 4000;
-/// Longest identifier (account, contact, invoice numbers, actors).
+/// Longest identifier (account, contact, invoice numbers).
 pub const MAX_IDENTIFIER: usize = 64;
+/// Longest actor (a token's `sub`).
+pub const MAX_ACTOR: usize = 255;
 /// Integer digits an amount or quantity may have.
 const MAX_INTEGER_DIGITS: usize = 15;
 /// Fraction digits an amount or quantity may have.
@@ -36,7 +38,8 @@ impl Decimal {
         let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
         if !all_digits(int) || frac.is_some_and(|f| !all_digits(f)) {
             return Err(format!(
-                "must be a non-negative decimal number like \"1250.00\", not {text:?}"
+                "must be a non-negative decimal number like \"1250.00\", not {}",
+                quote(text)
             ));
         }
         if int.trim_start_matches('0').len() > MAX_INTEGER_DIGITS {
@@ -89,6 +92,29 @@ impl From<Decimal> for String {
     fn from(value: Decimal) -> String {
         value.to_string()
     }
+}
+
+/// Quotes (at most 40 characters of) a caller's value back in an error
+/// message: enough to recognise it, never enough to bloat the answer.
+pub fn quote(text: &str) -> String {
+    const MAX: usize = 40;
+    let mut short: String = text.chars().take(MAX).collect();
+    if text.chars().nth(MAX).is_some() {
+        short.push('…');
+    }
+    format!("{short:?}")
+}
+
+/// Checks an identifier given to look something up (an account in a
+/// filter, say): 1 to `max` characters, no control characters.
+pub fn identifier(text: &str, max: usize) -> Result<String, String> {
+    if text.chars().count() > max {
+        return Err(format!("is longer than {max} characters"));
+    }
+    if text.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(text.to_owned())
 }
 
 /// Checks a required one-line text of `1..=max` characters: not blank, no
@@ -152,7 +178,8 @@ pub fn currency_code(text: &str) -> Result<String, String> {
         Err("is required".into())
     } else {
         Err(format!(
-            "must be an ISO 4217 code of three capital letters (like \"EUR\"), not {text:?}"
+            "must be an ISO 4217 code of three capital letters (like \"EUR\"), not {}",
+            quote(text)
         ))
     }
 }
@@ -217,6 +244,17 @@ mod tests {
             Some("a\nb")
         );
         assert!(optional_long_text("a\u{0}b", 5).is_err());
+    }
+
+    #[test]
+    fn quotes_are_short() {
+        assert_eq!(quote("abc"), "\"abc\"");
+        let long = "x".repeat(100_000);
+        assert!(quote(&long).len() < 50);
+        assert!(Decimal::parse(&long).unwrap_err().len() < 120);
+        assert!(currency_code(&long).unwrap_err().len() < 120);
+        assert!(identifier("a\0b", 64).is_err());
+        assert!(identifier(&"a".repeat(65), 64).is_err());
     }
 
     #[test]

@@ -22,6 +22,7 @@ use super::{WatchSettings, WatchStream, cursor, response, subscriber};
 use crate::{
     api::{event_message, status},
     auth::Caller,
+    domain::values::{MAX_IDENTIFIER, identifier},
     pb::{self, watch_state_changes_request::Start},
     store::{EventFilter, EventPosition, Store},
 };
@@ -121,7 +122,9 @@ impl WatchHub {
             filter.case_id = Some(id);
         }
         if !request.account_id.is_empty() {
-            filter.account_id = Some(request.account_id.clone());
+            let account = identifier(&request.account_id, MAX_IDENTIFIER)
+                .map_err(|e| status::invalid_field("account_id", e))?;
+            filter.account_id = Some(account);
         }
         let (horizon, pruned) = store
             .log_horizon()

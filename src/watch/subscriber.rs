@@ -24,7 +24,7 @@ use super::{
 use crate::{
     api::{case_message, event_message, status::ERROR_DOMAIN},
     pb::{self, watch_state_changes_response::Kind},
-    store::{EventFilter, EventPosition, LogPage},
+    store::{EventFilter, EventPosition, LogPage, StoreError},
 };
 
 /// Where a stream starts.
@@ -240,6 +240,10 @@ impl Stream {
                 .await
             {
                 Ok(page) => page,
+                // Only an unreachable database is worth waiting for.
+                Err(e) if !matches!(e, StoreError::Unavailable(_)) => {
+                    return Err(Stop::End(crate::api::status::store(e, "")));
+                }
                 Err(e) => {
                     failures += 1;
                     tracing::warn!(error = %e, failures, "watch stream cannot read the log");
