@@ -489,7 +489,11 @@ impl InvoiceCaseService for InvoiceCaseApi {
         request: Request<pb::WatchStateChangesRequest>,
     ) -> Result<Response<Self::WatchStateChangesStream>, Status> {
         let caller = self.authorize(&request, Permission::Read)?;
-        let stream = self.watch.subscribe(caller, request.into_inner()).await?;
+        let request = request.into_inner();
+        if !request.case_id.is_empty() {
+            telemetry::record_case(&request.case_id);
+        }
+        let stream = self.watch.subscribe(caller, request).await?;
         Ok(Response::new(stream))
     }
 }

@@ -13,6 +13,36 @@ pub struct ServerProcess {
     child: Child,
 }
 
+/// A fresh database, a secret for the servers that will serve it, and an
+/// admin token signed with that secret.
+pub struct Deployment {
+    pub database_url: String,
+    pub secret: String,
+    pub admin_token: String,
+}
+
+impl Deployment {
+    pub fn new() -> Self {
+        let database_url = crate::helpers::cluster().new_database();
+        let secret = format!("test-secret-{}", uuid::Uuid::new_v4().simple());
+        let admin_token = invoice_cases::auth::mint_token(
+            &secret,
+            "admin",
+            &["admin".into()],
+            None,
+            3600,
+            None,
+            None,
+        )
+        .expect("token");
+        Deployment {
+            database_url,
+            secret,
+            admin_token,
+        }
+    }
+}
+
 /// A free port on loopback.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

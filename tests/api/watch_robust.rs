@@ -271,18 +271,11 @@ async fn concurrent_writers_with_rollbacks_deliver_exactly_the_committed_events(
 
 #[tokio::test]
 async fn a_subscriber_on_one_replica_sees_changes_made_through_another() {
-    let database_url = cluster().new_database();
-    let secret = format!("test-secret-{}", Uuid::new_v4().simple());
-    let token = invoice_cases::auth::mint_token(
-        &secret,
-        "admin",
-        &["admin".into()],
-        None,
-        3600,
-        None,
-        None,
-    )
-    .expect("token");
+    let Deployment {
+        database_url,
+        secret,
+        admin_token: token,
+    } = Deployment::new();
     let a = ServerProcess::start(&database_url, &secret, None, &[]).await;
     let b = ServerProcess::start(&database_url, &secret, None, &[]).await;
     let mut on_a = client(a.addr, &token).await;
@@ -390,18 +383,11 @@ async fn follow_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_server_restarts_mid_stream_and_the_client_resumes() {
-    let database_url = cluster().new_database();
-    let secret = format!("test-secret-{}", Uuid::new_v4().simple());
-    let token = invoice_cases::auth::mint_token(
-        &secret,
-        "admin",
-        &["admin".into()],
-        None,
-        3600,
-        None,
-        None,
-    )
-    .expect("token");
+    let Deployment {
+        database_url,
+        secret,
+        admin_token: token,
+    } = Deployment::new();
     let port = free_port();
     let watched = std::sync::Arc::new(tokio::sync::Mutex::new(Some(
         ServerProcess::start(&database_url, &secret, Some(port), &[]).await,
@@ -509,18 +495,11 @@ async fn postgres_restarts_mid_stream_and_nothing_is_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_subscriber_that_never_reads_costs_bounded_memory_and_delays_no_one() {
-    let database_url = cluster().new_database();
-    let secret = format!("test-secret-{}", Uuid::new_v4().simple());
-    let token = invoice_cases::auth::mint_token(
-        &secret,
-        "admin",
-        &["admin".into()],
-        None,
-        3600,
-        None,
-        None,
-    )
-    .expect("token");
+    let Deployment {
+        database_url,
+        secret,
+        admin_token: token,
+    } = Deployment::new();
     let server = ServerProcess::start(
         &database_url,
         &secret,
