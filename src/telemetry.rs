@@ -1,9 +1,12 @@
 //! One log line and the metrics of every RPC: method, status code,
 //! latency, actor and case, under a request id.
 //!
-//! The request id is the client's `x-request-id` when it sends a sane one,
-//! else a new UUID; it is returned in the response's `x-request-id`. The
-//! handlers add the actor and the case to the RPC's span.
+//! The line is written when the response ends — after the trailers of a
+//! unary call, when a stream closes, or when the client gives up — so it
+//! carries the call's final status and whole duration. The request id is
+//! the client's `x-request-id` when it sends a sane one, else a new UUID; it
+//! is returned in the response's `x-request-id`. The handlers add the actor
+//! and the case to the RPC's span.
 
 use std::{
     pin::Pin,
@@ -11,9 +14,11 @@ use std::{
     time::Instant,
 };
 
-use http::{HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use tonic::Code;
 use tower::{Layer, Service};
-use tracing::{Instrument, field::Empty};
+use tracing::{Instrument, Span, field::Empty};
 use uuid::Uuid;
 
 /// Adds [`RpcTelemetry`] to every service.
@@ -36,16 +41,64 @@ pub struct RpcTelemetry<S> {
 
 const REQUEST_ID: &str = "x-request-id";
 
+/// What the log line of one call says.
+struct Call {
+    span: Span,
+    service: String,
+    method: String,
+    started: Instant,
+    /// Health checks and reflection are frequent and dull: debug level.
+    quiet: bool,
+}
+
+impl Call {
+    /// Writes the line and the metrics.
+    fn finish(self, code: Code) {
+        let latency = self.started.elapsed();
+        let code_name = format!("{code:?}");
+        let latency_ms = latency.as_secs_f64() * 1000.0;
+        let _enter = self.span.enter();
+        if self.quiet {
+            tracing::debug!(code = %code_name, latency_ms, "rpc");
+        } else if matches!(code, Code::Internal | Code::Unknown | Code::DataLoss) {
+            tracing::error!(code = %code_name, latency_ms, "rpc");
+        } else {
+            tracing::info!(code = %code_name, latency_ms, "rpc");
+        }
+        metrics::counter!(
+            "grpc_server_handled_total",
+            "grpc_service" => self.service.clone(),
+            "grpc_method" => self.method.clone(),
+            "grpc_code" => code_name,
+        )
+        .increment(1);
+        metrics::histogram!(
+            "grpc_server_handling_seconds",
+            "grpc_service" => self.service,
+            "grpc_method" => self.method,
+        )
+        .record(latency.as_secs_f64());
+    }
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<Code> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map(Code::from)
+}
+
 impl<S, B, R> Service<Request<B>> for RpcTelemetry<S>
 where
     S: Service<Request<B>, Response = Response<R>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    S::Error: std::fmt::Display,
     B: Send + 'static,
+    R: Body + Send + 'static,
 {
-    type Response = Response<R>;
+    type Response = Response<LoggedBody<R>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<R>, S::Error>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -75,8 +128,6 @@ where
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             request.headers_mut().insert(REQUEST_ID, value);
         }
-        // Health checks and reflection are frequent and dull.
-        let quiet = service.starts_with("grpc.");
         let span = tracing::info_span!(
             "rpc",
             method = %method,
@@ -84,63 +135,102 @@ where
             actor = Empty,
             case = Empty,
         );
-        let started = Instant::now();
-        let future = self.inner.call(request).instrument(span.clone());
+        let call = Call {
+            span: span.clone(),
+            quiet: service.starts_with("grpc."),
+            service,
+            method,
+            started: Instant::now(),
+        };
+        let future = self.inner.call(request).instrument(span);
         Box::pin(async move {
-            let result = future.await;
-            let latency = started.elapsed();
-            let code = match &result {
-                Ok(response) => response
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<i32>().ok())
-                    .map(tonic::Code::from)
-                    .unwrap_or(tonic::Code::Ok),
-                Err(_) => tonic::Code::Unknown,
-            };
-            let code_name = format!("{code:?}");
-            let _enter = span.enter();
-            let latency_ms = latency.as_secs_f64() * 1000.0;
-            if quiet {
-                tracing::debug!(code = %code_name, latency_ms, "rpc");
-            } else if matches!(
-                code,
-                tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss
-            ) {
-                tracing::error!(code = %code_name, latency_ms, "rpc");
-            } else {
-                tracing::info!(code = %code_name, latency_ms, "rpc");
-            }
-            metrics::counter!(
-                "grpc_server_handled_total",
-                "grpc_service" => service.clone(),
-                "grpc_method" => method.clone(),
-                "grpc_code" => code_name,
-            )
-            .increment(1);
-            metrics::histogram!(
-                "grpc_server_handling_seconds",
-                "grpc_service" => service,
-                "grpc_method" => method,
-            )
-            .record(latency.as_secs_f64());
-            result.map(|mut response| {
-                if let Ok(value) = HeaderValue::from_str(&request_id) {
-                    response.headers_mut().insert(REQUEST_ID, value);
+            let mut response = match future.await {
+                Ok(response) => response,
+                Err(error) => {
+                    call.finish(Code::Unknown);
+                    return Err(error);
                 }
-                response
-            })
+            };
+            if let Ok(value) = HeaderValue::from_str(&request_id) {
+                response.headers_mut().insert(REQUEST_ID, value);
+            }
+            // A trailers-only response (an error) has its status in the
+            // headers; otherwise it comes in the trailers.
+            let status = grpc_status(response.headers());
+            Ok(response.map(|body| LoggedBody {
+                inner: Box::pin(body),
+                call: Some(call),
+                status,
+            }))
         })
+    }
+}
+
+/// A response body that writes the call's log line when it ends.
+pub struct LoggedBody<B> {
+    inner: Pin<Box<B>>,
+    call: Option<Call>,
+    status: Option<Code>,
+}
+
+impl<B> LoggedBody<B> {
+    fn finish(&mut self, code: Code) {
+        if let Some(call) = self.call.take() {
+            call.finish(code);
+        }
+    }
+}
+
+impl<B: Body> Body for LoggedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(code) = frame.trailers_ref().and_then(grpc_status) {
+                    this.status = Some(code);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.finish(Code::Internal),
+            Poll::Ready(None) => {
+                let code = this.status.unwrap_or(Code::Ok);
+                this.finish(code);
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for LoggedBody<B> {
+    fn drop(&mut self) {
+        // The body was dropped before its end: the client went away (or the
+        // status is known from the headers of an empty body).
+        let code = self.status.unwrap_or(Code::Cancelled);
+        self.finish(code);
     }
 }
 
 /// Records the caller on the current RPC's log line.
 pub fn record_actor(actor: &str) {
-    tracing::Span::current().record("actor", actor);
+    Span::current().record("actor", actor);
 }
 
 /// Records the case on the current RPC's log line.
 pub fn record_case(number: &str) {
-    tracing::Span::current().record("case", number);
+    Span::current().record("case", number);
 }
