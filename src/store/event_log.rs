@@ -51,19 +51,30 @@ impl EventFilter {
 /// One read of the log.
 #[derive(Debug, Clone)]
 pub struct LogPage {
-    /// The events after the position, below the horizon, in order.
+    /// The events after the position, below the horizon, in order: at most
+    /// the number asked for, and about [`LOG_PAGE_BYTES`] of changes.
     pub events: Vec<StoredEvent>,
-    /// When fewer events than asked came back: every event before
-    /// `(horizon, 0)` has been read.
+    /// Whether more events may follow right away (read again after the
+    /// last one).
+    pub more: bool,
+    /// When `more` is false: every event before `(horizon, 0)` has been
+    /// read.
     pub horizon: EventPosition,
     /// Every event at or before this position has been pruned.
     pub pruned_through: EventPosition,
 }
 
+/// About how many bytes of changes one read of the log returns (at least
+/// one event, however large): a subscriber catching up never holds more.
+pub const LOG_PAGE_BYTES: i64 = 1024 * 1024;
+
 #[derive(QueryableByName)]
 struct LogRow {
     #[diesel(sql_type = BigInt)]
     horizon: i64,
+    /// Events the page held before the byte budget cut it.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    fetched: Option<i64>,
     #[diesel(sql_type = BigInt)]
     pruned_through_txid: i64,
     #[diesel(sql_type = BigInt)]
@@ -147,20 +158,27 @@ impl Store {
             "WITH h AS MATERIALIZED ( \
                  SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) \
              SELECT h.xmin::text::bigint AS horizon, \
-                    r.pruned_through_txid, r.pruned_through_id, \
+                    r.pruned_through_txid, r.pruned_through_id, e.fetched, \
                     e.id, e.txid::text::bigint AS txid, e.case_id, e.case_number, \
                     e.account_id, e.action, e.actor, e.occur_time, e.etag, e.changes, \
                     e.comment \
              FROM h CROSS JOIN case_event_retention r \
              LEFT JOIN LATERAL ( \
-                 SELECT * FROM case_events e \
-                 WHERE (e.txid, e.id) > ($1::text::xid8, $2) \
-                   AND e.txid < h.xmin \
-                   AND ($3::uuid IS NULL OR e.case_id = $3) \
-                   AND ($4::text IS NULL OR e.account_id = $4) \
-                   AND ($5::text[] IS NULL OR e.account_id = ANY($5)) \
-                 ORDER BY e.txid, e.id \
-                 LIMIT $6) e ON true",
+                 SELECT * FROM ( \
+                     SELECT l.*, count(*) OVER () AS fetched, \
+                            sum(pg_column_size(l.changes)) OVER (ORDER BY l.txid, l.id) \
+                              - pg_column_size(l.changes) AS bytes_before \
+                     FROM ( \
+                         SELECT * FROM case_events e \
+                         WHERE (e.txid, e.id) > ($1::text::xid8, $2) \
+                           AND e.txid < h.xmin \
+                           AND ($3::uuid IS NULL OR e.case_id = $3) \
+                           AND ($4::text IS NULL OR e.account_id = $4) \
+                           AND ($5::text[] IS NULL OR e.account_id = ANY($5)) \
+                         ORDER BY e.txid, e.id \
+                         LIMIT $6) l) w \
+                 WHERE w.bytes_before < $7) e ON true \
+             ORDER BY e.txid, e.id",
         )
         .bind::<Text, _>(after.txid.to_string())
         .bind::<BigInt, _>(after.id)
@@ -168,6 +186,7 @@ impl Store {
         .bind::<Nullable<Text>, _>(filter.account_id.as_deref())
         .bind::<Nullable<Array<Text>>, _>(filter.accounts.as_deref())
         .bind::<BigInt, _>(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind::<BigInt, _>(LOG_PAGE_BYTES)
         .load(&mut conn)
         .await?;
         let Some(first) = <[LogRow]>::first(&rows) else {
@@ -179,6 +198,7 @@ impl Store {
             txid: first.horizon,
             id: 0,
         };
+        let fetched = usize::try_from(first.fetched.unwrap_or(0)).unwrap_or(usize::MAX);
         let pruned_through = EventPosition {
             txid: first.pruned_through_txid,
             id: first.pruned_through_id,
@@ -187,8 +207,12 @@ impl Store {
             .into_iter()
             .filter_map(LogRow::event)
             .collect::<Result<Vec<_>, _>>()?;
+        // More follow when the limit was reached or the byte budget cut the
+        // page short.
+        let more = !events.is_empty() && (fetched >= limit || events.len() < fetched);
         Ok(LogPage {
             events,
+            more,
             horizon,
             pruned_through,
         })

@@ -217,7 +217,7 @@ async fn read_log(shared: Arc<Shared>, wake: Arc<Notify>) {
                 }
             };
             backoff = Backoff::default();
-            let full = page.events.len() >= settings.read_batch;
+            let more = page.more;
             for event in page.events {
                 position = event.position;
                 let lag = (chrono::Utc::now() - event.occur_time)
@@ -234,7 +234,7 @@ async fn read_log(shared: Arc<Shared>, wake: Arc<Notify>) {
                 // No receivers is fine: nobody watches.
                 let _ = shared.ring.send(Arc::new(published));
             }
-            if !full {
+            if !more {
                 if page.horizon > position {
                     position = page.horizon;
                     let _ = shared.ring.send(Arc::new(Published::Horizon(position)));

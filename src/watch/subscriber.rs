@@ -271,14 +271,14 @@ impl Stream {
             if self.position < page.pruned_through {
                 return Err(Stop::End(cursor_expired(page.pruned_through)));
             }
-            let full = page.events.len() >= batch;
+            let more = page.more;
             for event in page.events {
                 let position = event.position;
                 let message = event_message(event, cursor::encode(position));
                 self.send(Kind::Event(message)).await?;
                 self.position = position;
             }
-            if !full {
+            if !more {
                 self.position = self.position.max(page.horizon);
                 return Ok(());
             }

@@ -78,6 +78,12 @@ impl ServerProcess {
             .env("DATABASE_URL", database_url)
             .env("JWT_SECRET", secret)
             .env("RUST_LOG", "warn")
+            // Resident memory should measure what the server holds, not how
+            // glibc caches freed memory: few arenas, large blocks mapped
+            // (and unmapped when freed), freed memory trimmed early.
+            .env("MALLOC_ARENA_MAX", "2")
+            .env("MALLOC_MMAP_THRESHOLD_", "65536")
+            .env("MALLOC_TRIM_THRESHOLD_", "131072")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .kill_on_drop(true)
