@@ -147,6 +147,10 @@ impl Store {
     /// Up to `limit` events after `after` that pass `filter`, below the
     /// horizon, with the horizon and the pruning mark — one statement, so the
     /// horizon is the one the events were read below.
+    ///
+    /// `LIMIT 1` on the one-row retention table keeps the planner's row
+    /// estimate (and so the plan's cost) honest: an unanalysed table counts
+    /// as ~1800 rows, which once priced this short read like a report.
     pub async fn read_log(
         &self,
         after: EventPosition,
@@ -162,7 +166,9 @@ impl Store {
                     e.id, e.txid::text::bigint AS txid, e.case_id, e.case_number, \
                     e.account_id, e.action, e.actor, e.occur_time, e.etag, e.changes, \
                     e.comment \
-             FROM h CROSS JOIN case_event_retention r \
+             FROM h CROSS JOIN ( \
+                 SELECT pruned_through_txid, pruned_through_id \
+                 FROM case_event_retention LIMIT 1) r \
              LEFT JOIN LATERAL ( \
                  SELECT * FROM ( \
                      SELECT l.*, count(*) OVER () AS fetched, \

@@ -74,8 +74,12 @@ impl Store {
             let url = url.to_owned();
             Box::pin(async move {
                 let mut conn = AsyncPgConnection::establish(&url).await?;
+                // No JIT: every statement here is short, and a plan whose
+                // estimate crosses `jit_above_cost` would spend tens of
+                // milliseconds compiling on every execution.
                 conn.batch_execute(&format!(
                     "SET statement_timeout = {statement_timeout}; \
+                     SET jit = off; \
                      SET application_name = 'invoice-cases'"
                 ))
                 .await
