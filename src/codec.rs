@@ -1,16 +1,17 @@
 //! The protobuf codec of the generated service: prost's, except that a
 //! request body that is not a valid message is the client's error
-//! (INVALID_ARGUMENT with a fixed message), not an INTERNAL error that
-//! repeats the decoder's words.
+//! (INVALID_ARGUMENT with a fixed message and a `BadRequest` naming the
+//! body), not an INTERNAL error that repeats the decoder's words.
 
 use std::marker::PhantomData;
 
 use prost::Message;
 use tonic::{
-    Status,
+    Code, Status,
     codec::{BufferSettings, Codec, DecodeBuf, Decoder},
 };
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
+use tonic_types::{ErrorDetails, StatusExt};
 
 /// The codec named in `build.rs` (`codec_path`).
 #[derive(Debug, Clone)]
@@ -55,7 +56,14 @@ impl<U: Message + Default> Decoder for ValidatingDecoder<U> {
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         self.0.decode(buf).map_err(|_| {
-            Status::invalid_argument("the message is not a valid protobuf encoding of its type")
+            Status::with_error_details(
+                Code::InvalidArgument,
+                "the message is not a valid protobuf encoding of its type",
+                ErrorDetails::with_bad_request_violation(
+                    "(request body)",
+                    "not a valid protobuf encoding of the request message",
+                ),
+            )
         })
     }
 

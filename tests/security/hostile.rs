@@ -12,6 +12,7 @@ use proptest::{
 };
 use prost::Message;
 use tonic::{Code, Status};
+use tonic_types::StatusExt;
 use uuid::Uuid;
 
 use crate::{
@@ -952,6 +953,16 @@ fn arbitrary_bytes_as_request_bodies_are_invalid_argument() {
                     status
                 );
                 prop_assert!(leak_in(status.message()).is_none(), "{:?}", status);
+                let violations = status
+                    .get_details_bad_request()
+                    .map(|bad| bad.field_violations)
+                    .unwrap_or_default();
+                prop_assert!(
+                    !violations.is_empty(),
+                    "{}: no BadRequest details: {:?}",
+                    name,
+                    status
+                );
             }
             Ok(())
         })
