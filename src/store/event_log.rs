@@ -124,10 +124,25 @@ impl LogRow {
     }
 }
 
+/// Where the event log stands now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogBounds {
+    /// Every transaction before it has ended: streams read below it.
+    pub horizon: EventPosition,
+    /// No event is at or after it yet (the next transaction id): a cursor
+    /// past it was not issued by this database. Cursors between the
+    /// horizon and here are valid — a snapshot's marker is one.
+    pub next: EventPosition,
+    /// Every event at or before this position has been pruned.
+    pub pruned_through: EventPosition,
+}
+
 #[derive(QueryableByName)]
 struct Horizon {
     #[diesel(sql_type = BigInt)]
     horizon: i64,
+    #[diesel(sql_type = BigInt)]
+    next: i64,
     #[diesel(sql_type = BigInt)]
     pruned_through_txid: i64,
     #[diesel(sql_type = BigInt)]
@@ -224,27 +239,32 @@ impl Store {
         })
     }
 
-    /// The current horizon (everything before it has ended) and pruning
-    /// mark.
-    pub async fn log_horizon(&self) -> Result<(EventPosition, EventPosition), StoreError> {
+    /// The current horizon, end and pruning mark of the log.
+    pub async fn log_bounds(&self) -> Result<LogBounds, StoreError> {
         let mut conn = self.conn().await?;
         let row: Horizon = diesel::sql_query(
-            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon, \
-                    pruned_through_txid, pruned_through_id \
-             FROM case_event_retention",
+            "WITH s AS MATERIALIZED (SELECT pg_current_snapshot() AS s) \
+             SELECT pg_snapshot_xmin(s.s)::text::bigint AS horizon, \
+                    pg_snapshot_xmax(s.s)::text::bigint AS next, \
+                    r.pruned_through_txid, r.pruned_through_id \
+             FROM s CROSS JOIN case_event_retention r",
         )
         .get_result(&mut conn)
         .await?;
-        Ok((
-            EventPosition {
+        Ok(LogBounds {
+            horizon: EventPosition {
                 txid: row.horizon,
                 id: 0,
             },
-            EventPosition {
+            next: EventPosition {
+                txid: row.next,
+                id: 0,
+            },
+            pruned_through: EventPosition {
                 txid: row.pruned_through_txid,
                 id: row.pruned_through_id,
             },
-        ))
+        })
     }
 
     /// Reads the cases passing `filter` as of one snapshot, in pages of

@@ -18,7 +18,7 @@ use diesel::result::DatabaseErrorKind;
 use uuid::Uuid;
 
 pub use cases::{CaseFilter, CasePage, CasePageKey, Comparison, MutationMeta, Request};
-pub use event_log::{EventFilter, LogPage};
+pub use event_log::{EventFilter, LogBounds, LogPage};
 pub use events::EventPage;
 pub use idempotency::Idempotency;
 pub use pool::{PoolSettings, Store, run_migrations};

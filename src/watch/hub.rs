@@ -126,16 +126,20 @@ impl WatchHub {
                 .map_err(|e| status::invalid_field("account_id", e))?;
             filter.account_id = Some(account);
         }
-        let (horizon, pruned) = store
-            .log_horizon()
+        let bounds = store
+            .log_bounds()
             .await
             .map_err(|e| status::store(e, &request.case_id))?;
+        let (horizon, pruned) = (bounds.horizon, bounds.pruned_through);
         let start = match request.start {
             None => subscriber::Start::At(horizon),
             Some(Start::AfterCursor(text)) => {
                 let position =
                     cursor::decode(&text).map_err(|e| status::invalid_field("after_cursor", e))?;
-                if position > horizon {
+                // Cursors between the horizon and the end are fine (a
+                // snapshot's marker, an event whose older neighbours are
+                // still in flight): the stream waits for the horizon.
+                if position > bounds.next {
                     return Err(status::invalid_field(
                         "after_cursor",
                         "is ahead of the event log: not a cursor of this service's database",
@@ -189,8 +193,8 @@ async fn read_log(shared: Arc<Shared>, wake: Arc<Notify>) {
     let mut shutdown = shared.shutdown.clone();
     let mut backoff = Backoff::default();
     let mut position = loop {
-        match shared.store.log_horizon().await {
-            Ok((horizon, _)) => break horizon,
+        match shared.store.log_bounds().await {
+            Ok(bounds) => break bounds.horizon,
             Err(e) => {
                 tracing::warn!(error = %e, "watch reader cannot read the log horizon");
                 tokio::time::sleep(backoff.next()).await;

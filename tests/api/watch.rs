@@ -248,6 +248,67 @@ async fn accounts_limit_snapshots_and_replays() {
     assert_eq!(status.code(), Code::NotFound);
 }
 
+/// A snapshot's marker (and a progress cursor right after it) can lie
+/// above the horizon while an older transaction is still open: resuming
+/// from it is accepted, and the stream delivers what follows once that
+/// transaction ends.
+#[tokio::test]
+async fn a_marker_above_the_horizon_resumes() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+    let app = spawn_app().await;
+    let mut admin = app.admin().await;
+    let case = create(&mut admin, "ACME", 1).await;
+    // A transaction with an id, open across the snapshot: it holds the
+    // horizon below the snapshot's end.
+    let mut other = AsyncPgConnection::establish(&app.database_url)
+        .await
+        .expect("connect");
+    diesel::sql_query("BEGIN")
+        .execute(&mut other)
+        .await
+        .expect("begin");
+    diesel::sql_query("SELECT pg_current_xact_id()")
+        .execute(&mut other)
+        .await
+        .expect("take a transaction id");
+    // A later transaction commits, so the snapshot's end moves past the
+    // open one.
+    create(&mut admin, "ACME", 1).await;
+
+    let mut stream = open(&mut admin, watch("", "", Some(Start::WithSnapshot(true)))).await;
+    let mut received = Received::default();
+    read_until(&mut stream, &mut received, Duration::from_secs(30), |r| {
+        r.snapshot_cursor.is_some()
+    })
+    .await;
+    assert_eq!(received.snapshot.len(), 2);
+    let marker = received.snapshot_cursor.clone().expect("marker");
+    let mut resumed = open(
+        &mut admin,
+        watch("", "", Some(Start::AfterCursor(marker.clone()))),
+    )
+    .await;
+    let mut by_case = open(
+        &mut admin,
+        watch(&case.id, "", Some(Start::AfterCursor(marker))),
+    )
+    .await;
+
+    ok(admin.submit_case(submit(&case.id)).await);
+    diesel::sql_query("COMMIT")
+        .execute(&mut other)
+        .await
+        .expect("commit");
+    for stream in [&mut stream, &mut resumed, &mut by_case] {
+        let events = read_events(stream, 1).await;
+        assert_eq!(events[0].action(), pb::state_change_event::Action::Submit);
+        assert_eq!(events[0].case_id, case.id);
+        let quiet = read_until_progress(stream, 1).await;
+        assert!(quiet.events.is_empty(), "{:?}", quiet.events);
+    }
+}
+
 #[tokio::test]
 async fn bad_and_expired_cursors_are_refused() {
     let app = spawn_app().await;
@@ -256,6 +317,17 @@ async fn bad_and_expired_cursors_are_refused() {
         .watch_state_changes(watch("", "", Some(Start::AfterCursor("nope".into()))))
         .await
         .expect_err("a bad cursor");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&status), ["after_cursor"]);
+    // Well formed, but past every transaction this database has started.
+    let ahead = invoice_cases::watch::cursor::encode(invoice_cases::store::EventPosition {
+        txid: 1 << 40,
+        id: 1,
+    });
+    let status = admin
+        .watch_state_changes(watch("", "", Some(Start::AfterCursor(ahead))))
+        .await
+        .expect_err("a cursor from the future");
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(violated_fields(&status), ["after_cursor"]);
 
