@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::AuthError,
-    domain::{Action, DomainError, Violation},
+    domain::{Action, CaseState, DomainError, Violation},
     store::StoreError,
 };
 
@@ -174,21 +174,24 @@ fn domain(error: DomainError, case: &str) -> Status {
                 PreconditionViolation::new("STATE", subject, hint(action)),
             )
         }
-        DomainError::NoActiveLines => precondition(
-            "NO_ACTIVE_LINES",
+        // Preconditions on the lines of an action the state allows: still
+        // "not allowed now", so the same reason, with the precondition named.
+        DomainError::NoActiveLines { case_state } => precondition(
+            INVALID_STATE_TRANSITION,
             message,
-            HashMap::from([("action".to_owned(), Action::Submit.as_str().to_owned())]),
+            lines_precondition(Action::Submit, case_state, "NO_ACTIVE_LINES"),
             PreconditionViolation::new("LINES", case, "add a line before submitting"),
         ),
-        DomainError::LinesNotFinal(lines) => precondition(
-            "LINES_NOT_FINAL",
-            message,
-            HashMap::from([
-                ("action".to_owned(), Action::Close.as_str().to_owned()),
-                ("lines".to_owned(), lines.join(",")),
-            ]),
-            PreconditionViolation::new("LINES", case, "every line must be final"),
-        ),
+        DomainError::LinesNotFinal { case_state, lines } => {
+            let mut metadata = lines_precondition(Action::Close, case_state, "LINES_NOT_FINAL");
+            metadata.insert("lines".to_owned(), lines.join(","));
+            precondition(
+                INVALID_STATE_TRANSITION,
+                message,
+                metadata,
+                PreconditionViolation::new("LINES", case, "every line must be final"),
+            )
+        }
         DomainError::TooManyLines => precondition(
             "LINE_LIMIT_REACHED",
             message,
@@ -207,6 +210,21 @@ fn domain(error: DomainError, case: &str) -> Status {
         ),
         DomainError::InvalidRequest(violations) => invalid_argument(violations),
     }
+}
+
+/// ErrorInfo metadata of an action refused for its case's lines.
+fn lines_precondition(
+    action: Action,
+    case_state: CaseState,
+    precondition: &str,
+) -> HashMap<String, String> {
+    HashMap::from([
+        ("action".to_owned(), action.as_str().to_owned()),
+        ("entity".to_owned(), "CASE".to_owned()),
+        ("currentState".to_owned(), case_state.as_str().to_owned()),
+        ("caseState".to_owned(), case_state.as_str().to_owned()),
+        ("precondition".to_owned(), precondition.to_owned()),
+    ])
 }
 
 fn precondition(

@@ -136,10 +136,13 @@ pub enum DomainError {
     },
     /// Submit needs a line that is not canceled.
     #[error("the case has no line that is not CANCELED")]
-    NoActiveLines,
+    NoActiveLines { case_state: CaseState },
     /// Close needs every line final (always true in RESOLVED; still checked).
-    #[error("lines {0:?} are not final")]
-    LinesNotFinal(Vec<String>),
+    #[error("lines {lines:?} are not final")]
+    LinesNotFinal {
+        case_state: CaseState,
+        lines: Vec<String>,
+    },
     /// The case already holds the most lines it may.
     #[error("a case holds at most {MAX_LINES_PER_CASE} lines")]
     TooManyLines,
@@ -581,7 +584,9 @@ impl<'a> Work<'a> {
             .iter()
             .all(|line| line.state == LineState::Canceled)
         {
-            return Err(DomainError::NoActiveLines);
+            return Err(DomainError::NoActiveLines {
+                case_state: self.case.state,
+            });
         }
         self.set_case_state(CaseState::New, Cause::Direct);
         self.cascade_lines(LineState::Draft, LineState::New);
@@ -715,7 +720,10 @@ impl<'a> Work<'a> {
             .map(|line| line.number.clone())
             .collect();
         if !open.is_empty() {
-            return Err(DomainError::LinesNotFinal(open));
+            return Err(DomainError::LinesNotFinal {
+                case_state: self.case.state,
+                lines: open,
+            });
         }
         self.set_case_state(CaseState::Closed, Cause::Direct);
         Ok(())

@@ -789,7 +789,8 @@ async fn propose_solution_without_an_outcome_for_every_open_line_names_the_lines
 
 // ---- Submit needs an active line (§3.1) -----------------------------------
 
-/// Asserts FAILED_PRECONDITION with ErrorInfo NO_ACTIVE_LINES for SUBMIT.
+/// Asserts FAILED_PRECONDITION with ErrorInfo INVALID_STATE_TRANSITION
+/// naming the NO_ACTIVE_LINES precondition of SUBMIT in DRAFT.
 fn assert_no_active_lines(status: &tonic::Status, context: &str) {
     assert_eq!(
         status.code(),
@@ -800,7 +801,20 @@ fn assert_no_active_lines(status: &tonic::Status, context: &str) {
     let info = details
         .error_info()
         .unwrap_or_else(|| panic!("{context}: no ErrorInfo in {status:?}"));
-    assert_eq!(info.reason, "NO_ACTIVE_LINES", "{context}: {info:?}");
+    assert_eq!(
+        info.reason, "INVALID_STATE_TRANSITION",
+        "{context}: {info:?}"
+    );
+    assert_eq!(
+        info.metadata.get("precondition").map(String::as_str),
+        Some("NO_ACTIVE_LINES"),
+        "{context}: {info:?}"
+    );
+    assert_eq!(
+        info.metadata.get("currentState").map(String::as_str),
+        Some("DRAFT"),
+        "{context}: {info:?}"
+    );
     assert_eq!(
         info.metadata.get("action").map(String::as_str),
         Some("SUBMIT"),

@@ -733,7 +733,9 @@ fn submit_needs_a_line_that_is_not_canceled() {
         let before = case(CS::Draft, &lines);
         assert_eq!(
             decide(&before, Command::Submit),
-            Err(DomainError::NoActiveLines),
+            Err(DomainError::NoActiveLines {
+                case_state: CS::Draft
+            }),
             "lines {lines:?}"
         );
     }
@@ -784,7 +786,10 @@ fn close_checks_that_every_line_is_final() {
     let before = case(CS::Resolved, &[LS::ResolvedAccepted, LS::WorkInProgress]);
     assert_eq!(
         decide(&before, Command::Close),
-        Err(DomainError::LinesNotFinal(vec![line_no(1)]))
+        Err(DomainError::LinesNotFinal {
+            case_state: CS::Resolved,
+            lines: vec![line_no(1)]
+        })
     );
     let before = case(CS::Resolved, &[LS::ResolvedAccepted, LS::Canceled]);
     let decision = decide(&before, Command::Close).unwrap();
