@@ -187,6 +187,12 @@ fn client_deadline(metadata: &MetadataMap) -> Option<Duration> {
     })
 }
 
+/// How long the database may work for a read: the client's deadline, if
+/// it sent one, bounds it like a mutation's.
+fn read_timeout(metadata: &MetadataMap) -> Option<Duration> {
+    client_deadline(metadata).map(statement_budget)
+}
+
 /// How long the database may work for a call with `deadline` left: a little
 /// less, so that the database gives up (and rolls back) before the client
 /// does, and the client learns why.
@@ -274,12 +280,13 @@ impl InvoiceCaseService for InvoiceCaseApi {
         request: Request<pb::GetInvoiceCaseRequest>,
     ) -> Result<Response<pb::InvoiceCase>, Status> {
         let caller = self.authorize(&request, Permission::Read)?;
+        let timeout = read_timeout(request.metadata());
         let request = request.into_inner();
         let key = requests::case_key(&request.case_id)
             .map_err(|e| status::invalid_field("case_id", e))?;
         let case = self
             .store
-            .get_case(&key, &caller.access)
+            .get_case(&key, &caller.access, timeout)
             .await
             .map_err(|e| failed_on_case(e, &request.case_id))?;
         telemetry::record_case(&case.number);
@@ -291,6 +298,7 @@ impl InvoiceCaseService for InvoiceCaseApi {
         request: Request<pb::ListInvoiceCasesRequest>,
     ) -> Result<Response<pb::ListInvoiceCasesResponse>, Status> {
         let caller = self.authorize(&request, Permission::Read)?;
+        let timeout = read_timeout(request.metadata());
         let request = request.into_inner();
         let mut v = Violations::default();
         let size = v.check(
@@ -311,7 +319,7 @@ impl InvoiceCaseService for InvoiceCaseApi {
             .map_err(status::invalid_argument)?;
         let page = self
             .store
-            .list_cases(&filter, &caller.access, after, size)
+            .list_cases(&filter, &caller.access, after, size, timeout)
             .await
             .map_err(|e| status::store(e, ""))?;
         Ok(Response::new(pb::ListInvoiceCasesResponse {
@@ -439,6 +447,7 @@ impl InvoiceCaseService for InvoiceCaseApi {
         request: Request<pb::ListStateChangesRequest>,
     ) -> Result<Response<pb::ListStateChangesResponse>, Status> {
         let caller = self.authorize(&request, Permission::Read)?;
+        let timeout = read_timeout(request.metadata());
         let request = request.into_inner();
         let mut v = Violations::default();
         let key = v.check("case_id", requests::case_key(&request.case_id));
@@ -463,7 +472,7 @@ impl InvoiceCaseService for InvoiceCaseApi {
             .map_err(|e| status::invalid_field("page_token", e))?;
         let page = self
             .store
-            .list_events(case_id, after, size)
+            .list_events(case_id, after, size, timeout)
             .await
             .map_err(|e| status::store(e, &request.case_id))?;
         Ok(Response::new(pb::ListStateChangesResponse {

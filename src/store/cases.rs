@@ -1,5 +1,7 @@
 //! Cases: create, act (one transaction per action), read and list.
 
+use std::time::Duration;
+
 use chrono::{DateTime, SubsecRound, Utc};
 use diesel::{
     IntoSql, OptionalExtension,
@@ -38,7 +40,7 @@ pub struct MutationMeta {
     /// The client's deadline, as a bound on the transaction's statements:
     /// past it the transaction rolls back (DEADLINE_EXCEEDED), changing
     /// nothing.
-    pub statement_timeout: Option<std::time::Duration>,
+    pub statement_timeout: Option<Duration>,
 }
 
 /// An action on an existing case. Adding a line is separate because the
@@ -234,15 +236,39 @@ impl Store {
         }
     }
 
-    /// One case with its lines, read in one statement (one snapshot).
-    pub async fn get_case(&self, key: &CaseKey, access: &Access) -> Result<Case, StoreError> {
+    /// One case with its lines, read in one statement (one snapshot); a
+    /// `timeout` (the client's deadline) bounds the read.
+    pub async fn get_case(
+        &self,
+        key: &CaseKey,
+        access: &Access,
+        timeout: Option<Duration>,
+    ) -> Result<Case, StoreError> {
+        async fn load(
+            conn: &mut AsyncPgConnection,
+            key: &CaseKey,
+            access: &Access,
+        ) -> Result<Vec<(CaseRow, Option<LineRow>)>, StoreError> {
+            Ok(case_query(key, access)
+                .left_join(case_lines::table)
+                .select((CaseRow::as_select(), Option::<LineRow>::as_select()))
+                .order(case_lines::position.asc())
+                .load(conn)
+                .await?)
+        }
         let mut conn = self.conn().await?;
-        let rows: Vec<(CaseRow, Option<LineRow>)> = case_query(key, access)
-            .left_join(case_lines::table)
-            .select((CaseRow::as_select(), Option::<LineRow>::as_select()))
-            .order(case_lines::position.asc())
-            .load(&mut conn)
-            .await?;
+        let rows = match timeout {
+            None => load(&mut conn, key, access).await?,
+            Some(timeout) => {
+                conn.build_transaction()
+                    .read_only()
+                    .run(async |conn| {
+                        set_local_timeout(conn, timeout).await?;
+                        load(conn, key, access).await
+                    })
+                    .await?
+            }
+        };
         let mut rows = rows.into_iter();
         let Some((case_row, first_line)) = rows.next() else {
             return Err(StoreError::CaseNotFound);
@@ -255,13 +281,14 @@ impl Store {
     }
 
     /// A page of cases, newest first, with their lines, read in one
-    /// read-only snapshot.
+    /// read-only snapshot; a `timeout` (the client's deadline) bounds it.
     pub async fn list_cases(
         &self,
         filter: &CaseFilter,
         access: &Access,
         after: Option<CasePageKey>,
         limit: usize,
+        timeout: Option<Duration>,
     ) -> Result<CasePage, StoreError> {
         let mut conn = self.conn().await?;
         let filter = filter.clone();
@@ -270,6 +297,9 @@ impl Store {
             .read_only()
             .repeatable_read()
             .run(async |conn| {
+                if let Some(timeout) = timeout {
+                    set_local_timeout(conn, timeout).await?;
+                }
                 let mut query = invoice_cases::table
                     .select(CaseRow::as_select())
                     .into_boxed::<Pg>();
@@ -373,13 +403,23 @@ async fn bound_by_deadline(
     conn: &mut AsyncPgConnection,
     meta: &MutationMeta,
 ) -> Result<(), StoreError> {
-    if let Some(timeout) = meta.statement_timeout {
-        let millis = timeout.as_millis().clamp(1, i32::MAX as u128).to_string();
-        diesel::sql_query("SELECT set_config('statement_timeout', $1, true)")
-            .bind::<Text, _>(millis)
-            .execute(conn)
-            .await?;
+    match meta.statement_timeout {
+        Some(timeout) => set_local_timeout(conn, timeout).await,
+        None => Ok(()),
     }
+}
+
+/// Sets `statement_timeout` for the rest of the current transaction (the
+/// pooled connection keeps its own setting afterwards).
+pub(super) async fn set_local_timeout(
+    conn: &mut AsyncPgConnection,
+    timeout: Duration,
+) -> Result<(), StoreError> {
+    let millis = timeout.as_millis().clamp(1, i32::MAX as u128).to_string();
+    diesel::sql_query("SELECT set_config('statement_timeout', $1, true)")
+        .bind::<Text, _>(millis)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

@@ -6,8 +6,11 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use uuid::Uuid;
 
+use std::time::Duration;
+
 use super::{
     MutationMeta, Store, StoreError,
+    cases::set_local_timeout,
     rows::{EventRow, NewEventRow, StoredEvent},
     schema::case_events,
 };
@@ -51,22 +54,38 @@ pub(super) async fn insert(
 impl Store {
     /// A case's events in commit order, after the event `after` (an id from
     /// an earlier page). The caller has checked that it may see the case.
+    /// A `timeout` (the client's deadline) bounds the read.
     pub async fn list_events(
         &self,
         case_id: Uuid,
         after: Option<i64>,
         limit: usize,
+        timeout: Option<Duration>,
     ) -> Result<EventPage, StoreError> {
-        let mut conn = self.conn().await?;
         let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
-        let rows: Vec<EventRow> = case_events::table
-            .filter(case_events::case_id.eq(case_id))
-            .filter(case_events::id.gt(after.unwrap_or(0)))
-            .order(case_events::id.asc())
-            .limit(fetch)
-            .select(EventRow::as_select())
-            .load(&mut conn)
-            .await?;
+        let load = async |conn: &mut AsyncPgConnection| -> Result<Vec<EventRow>, StoreError> {
+            Ok(case_events::table
+                .filter(case_events::case_id.eq(case_id))
+                .filter(case_events::id.gt(after.unwrap_or(0)))
+                .order(case_events::id.asc())
+                .limit(fetch)
+                .select(EventRow::as_select())
+                .load(conn)
+                .await?)
+        };
+        let mut conn = self.conn().await?;
+        let rows = match timeout {
+            None => load(&mut conn).await?,
+            Some(timeout) => {
+                conn.build_transaction()
+                    .read_only()
+                    .run(async |conn| {
+                        set_local_timeout(conn, timeout).await?;
+                        load(conn).await
+                    })
+                    .await?
+            }
+        };
         let more = rows.len() > limit;
         let events = rows
             .into_iter()

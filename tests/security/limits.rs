@@ -638,3 +638,109 @@ async fn a_client_deadline_bounds_the_database_work() {
         .submit_case(with_deadline(submit(&case.id), Duration::from_secs(30)))
         .await);
 }
+
+/// Service statements of this database still waiting for a lock (the
+/// event reader's own reads left out).
+async fn blocked_service_statements(database_url: &str) -> i64 {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut conn = AsyncPgConnection::establish(database_url)
+        .await
+        .expect("a raw connection");
+    let count: Count = diesel::sql_query(
+        "SELECT count(*) AS n FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'invoice-cases' \
+           AND wait_event_type = 'Lock' AND query NOT LIKE '%pg_current_snapshot%'",
+    )
+    .get_result(&mut conn)
+    .await
+    .expect("read pg_stat_activity");
+    count.n
+}
+
+/// Holds an exclusive lock on a table on a connection of its own.
+async fn lock_table(database_url: &str, table: &str) -> AsyncPgConnection {
+    let mut conn = AsyncPgConnection::establish(database_url)
+        .await
+        .expect("a raw connection");
+    diesel::sql_query("BEGIN")
+        .execute(&mut conn)
+        .await
+        .expect("BEGIN");
+    diesel::sql_query(format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        .execute(&mut conn)
+        .await
+        .expect("lock the table");
+    conn
+}
+
+#[tokio::test]
+async fn a_client_deadline_bounds_reads_too() {
+    let app = spawn_app().await;
+    let mut admin = app.admin().await;
+    let case = create(&mut admin, "ACME", 1).await;
+    let deadline = Duration::from_millis(400);
+
+    let mut lock = lock_table(&app.database_url, "invoice_cases").await;
+    let got = admin
+        .get_invoice_case(with_deadline(
+            pb::GetInvoiceCaseRequest {
+                case_id: case.id.clone(),
+            },
+            deadline,
+        ))
+        .await
+        .expect_err("the table is locked past the deadline");
+    assert_eq!(got.code(), Code::DeadlineExceeded, "{got:?}");
+    let list = admin
+        .list_invoice_cases(with_deadline(
+            pb::ListInvoiceCasesRequest::default(),
+            deadline,
+        ))
+        .await
+        .expect_err("the table is locked past the deadline");
+    assert_eq!(list.code(), Code::DeadlineExceeded, "{list:?}");
+    // The database gave up too: nothing of the service still waits.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(blocked_service_statements(&app.database_url).await, 0);
+    diesel::sql_query("ROLLBACK")
+        .execute(&mut lock)
+        .await
+        .expect("ROLLBACK");
+
+    let mut lock = lock_table(&app.database_url, "case_events").await;
+    let history = admin
+        .list_state_changes(with_deadline(
+            pb::ListStateChangesRequest {
+                case_id: case.id.clone(),
+                ..Default::default()
+            },
+            deadline,
+        ))
+        .await
+        .expect_err("the table is locked past the deadline");
+    assert_eq!(history.code(), Code::DeadlineExceeded, "{history:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(blocked_service_statements(&app.database_url).await, 0);
+    diesel::sql_query("ROLLBACK")
+        .execute(&mut lock)
+        .await
+        .expect("ROLLBACK");
+
+    // Without the lock the same reads answer, and the pooled connections
+    // kept no short timeout.
+    assert_eq!(get(&mut admin, &case.id).await, case);
+    let events = ok(admin
+        .list_state_changes(with_deadline(
+            pb::ListStateChangesRequest {
+                case_id: case.id.clone(),
+                ..Default::default()
+            },
+            Duration::from_secs(30),
+        ))
+        .await);
+    assert_eq!(events.events.len(), 1);
+}
