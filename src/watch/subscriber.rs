@@ -36,8 +36,9 @@ pub(super) enum Start {
     Snapshot,
 }
 
-/// How many failed database reads in a row a stream rides out (with
-/// backoff, about half a minute) before it ends with UNAVAILABLE.
+/// How many failed (unreachable or timed-out) database reads in a row a
+/// stream rides out (with backoff, about half a minute) before it ends with
+/// UNAVAILABLE and its cursor.
 const MAX_READ_FAILURES: u32 = 10;
 
 /// Why a stream stops sending.
@@ -240,8 +241,12 @@ impl Stream {
                 .await
             {
                 Ok(page) => page,
-                // Only an unreachable database is worth waiting for.
-                Err(e) if !matches!(e, StoreError::Unavailable(_)) => {
+                // An unreachable database, or a read that ran out of time
+                // (a long lock, say), is worth waiting for; anything else
+                // would fail again.
+                Err(e)
+                    if !matches!(e, StoreError::Unavailable(_) | StoreError::DeadlineExceeded) =>
+                {
                     return Err(Stop::End(crate::api::status::store(e, "")));
                 }
                 Err(e) => {

@@ -560,3 +560,43 @@ async fn a_subscriber_that_never_reads_costs_bounded_memory_and_delays_no_one() 
         "server memory grew by {growth_kib} KiB for {streamed_kib} KiB of events"
     );
 }
+
+/// A catch-up read that runs out of time (here: the events table is locked
+/// for longer than the statement timeout) is retried, not the end of the
+/// stream: the events arrive once the lock is gone.
+#[tokio::test]
+async fn a_catch_up_read_that_times_out_is_retried() {
+    let database_url = cluster().new_database();
+    let secret = format!("test-secret-{}", uuid::Uuid::new_v4().simple());
+    let mut settings = settings(&database_url, &secret);
+    settings.pool.statement_timeout = Duration::from_millis(150);
+    let app = spawn_app_with(settings, secret).await;
+    let mut admin = app.admin().await;
+    let case = create(&mut admin, "ACME", 1).await;
+    ok(admin.submit_case(submit(&case.id)).await);
+
+    let mut lock = AsyncPgConnection::establish(&database_url)
+        .await
+        .expect("connect");
+    diesel::sql_query("BEGIN")
+        .execute(&mut lock)
+        .await
+        .expect("BEGIN");
+    diesel::sql_query("LOCK TABLE case_events IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut lock)
+        .await
+        .expect("lock the events");
+    let mut stream = open(
+        &mut admin,
+        watch(&case.id, "", Some(Start::FromBeginning(true))),
+    )
+    .await;
+    // Several reads time out meanwhile.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    diesel::sql_query("ROLLBACK")
+        .execute(&mut lock)
+        .await
+        .expect("ROLLBACK");
+    let events = read_events(&mut stream, 2).await;
+    assert_eq!(events, history(&mut admin, &case.id).await);
+}
