@@ -580,6 +580,42 @@ pub fn expect_invalid_transition<T: std::fmt::Debug>(
     );
 }
 
+/// A transaction of the test's own, on a connection of its own, open until
+/// [`OpenTransaction::end`] (or dropped: PostgreSQL then rolls it back).
+pub struct OpenTransaction(diesel_async::AsyncPgConnection);
+
+impl OpenTransaction {
+    pub async fn begin(database_url: &str) -> OpenTransaction {
+        use diesel_async::AsyncConnection;
+        let conn = diesel_async::AsyncPgConnection::establish(database_url)
+            .await
+            .expect("a raw connection");
+        let mut open = OpenTransaction(conn);
+        open.run("BEGIN").await;
+        open
+    }
+
+    /// Runs one statement in the transaction.
+    pub async fn run(&mut self, sql: &str) {
+        diesel_async::RunQueryDsl::execute(diesel::sql_query(sql), &mut self.0)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Ends it with `COMMIT` or `ROLLBACK`.
+    pub async fn end(mut self, sql: &str) {
+        self.run(sql).await;
+    }
+}
+
+/// Holds an exclusive lock on `table` until the transaction ends.
+pub async fn lock_table(database_url: &str, table: &str) -> OpenTransaction {
+    let mut open = OpenTransaction::begin(database_url).await;
+    open.run(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        .await;
+    open
+}
+
 /// The field names of a BadRequest detail.
 pub fn violated_fields(status: &Status) -> Vec<String> {
     status

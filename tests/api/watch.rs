@@ -254,24 +254,13 @@ async fn accounts_limit_snapshots_and_replays() {
 /// transaction ends.
 #[tokio::test]
 async fn a_marker_above_the_horizon_resumes() {
-    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-
     let app = spawn_app().await;
     let mut admin = app.admin().await;
     let case = create(&mut admin, "ACME", 1).await;
     // A transaction with an id, open across the snapshot: it holds the
     // horizon below the snapshot's end.
-    let mut other = AsyncPgConnection::establish(&app.database_url)
-        .await
-        .expect("connect");
-    diesel::sql_query("BEGIN")
-        .execute(&mut other)
-        .await
-        .expect("begin");
-    diesel::sql_query("SELECT pg_current_xact_id()")
-        .execute(&mut other)
-        .await
-        .expect("take a transaction id");
+    let mut other = OpenTransaction::begin(&app.database_url).await;
+    other.run("SELECT pg_current_xact_id()").await;
     // A later transaction commits, so the snapshot's end moves past the
     // open one.
     create(&mut admin, "ACME", 1).await;
@@ -296,10 +285,7 @@ async fn a_marker_above_the_horizon_resumes() {
     .await;
 
     ok(admin.submit_case(submit(&case.id)).await);
-    diesel::sql_query("COMMIT")
-        .execute(&mut other)
-        .await
-        .expect("commit");
+    other.end("COMMIT").await;
     for stream in [&mut stream, &mut resumed, &mut by_case] {
         let events = read_events(stream, 1).await;
         assert_eq!(events[0].action(), pb::state_change_event::Action::Submit);

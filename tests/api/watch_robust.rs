@@ -575,17 +575,7 @@ async fn a_catch_up_read_that_times_out_is_retried() {
     let case = create(&mut admin, "ACME", 1).await;
     ok(admin.submit_case(submit(&case.id)).await);
 
-    let mut lock = AsyncPgConnection::establish(&database_url)
-        .await
-        .expect("connect");
-    diesel::sql_query("BEGIN")
-        .execute(&mut lock)
-        .await
-        .expect("BEGIN");
-    diesel::sql_query("LOCK TABLE case_events IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut lock)
-        .await
-        .expect("lock the events");
+    let lock = lock_table(&database_url, "case_events").await;
     let mut stream = open(
         &mut admin,
         watch(&case.id, "", Some(Start::FromBeginning(true))),
@@ -593,10 +583,7 @@ async fn a_catch_up_read_that_times_out_is_retried() {
     .await;
     // Several reads time out meanwhile.
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    diesel::sql_query("ROLLBACK")
-        .execute(&mut lock)
-        .await
-        .expect("ROLLBACK");
+    lock.end("ROLLBACK").await;
     let events = read_events(&mut stream, 2).await;
     assert_eq!(events, history(&mut admin, &case.id).await);
 }

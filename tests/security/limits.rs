@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use crate::{
     helpers::{
-        Client, TestApp, cluster, create, get, line, new_case, ok, settings, spawn_app,
-        spawn_app_with, submit, violated_fields,
+        Client, OpenTransaction, TestApp, cluster, create, get, line, lock_table, new_case, ok,
+        settings, spawn_app, spawn_app_with, submit, violated_fields,
     },
     support::{case_in, event_count},
 };
@@ -539,31 +539,21 @@ async fn a_connection_gets_at_most_its_concurrent_streams() {
 
 /// Holds the row lock of a case on a connection of its own until dropped
 /// (or [`RowLock::release`]d).
-struct RowLock(AsyncPgConnection);
+struct RowLock(OpenTransaction);
 
 impl RowLock {
     async fn take(database_url: &str, case_id: &str) -> RowLock {
         let id = Uuid::parse_str(case_id).expect("a case UUID");
-        let mut conn = AsyncPgConnection::establish(database_url)
-            .await
-            .expect("a raw connection");
-        diesel::sql_query("BEGIN")
-            .execute(&mut conn)
-            .await
-            .expect("BEGIN");
-        diesel::sql_query("SELECT id FROM invoice_cases WHERE id = $1 FOR UPDATE")
-            .bind::<diesel::sql_types::Uuid, _>(id)
-            .execute(&mut conn)
-            .await
-            .expect("lock the case row");
-        RowLock(conn)
+        let mut open = OpenTransaction::begin(database_url).await;
+        open.run(&format!(
+            "SELECT id FROM invoice_cases WHERE id = '{id}' FOR UPDATE"
+        ))
+        .await;
+        RowLock(open)
     }
 
-    async fn release(mut self) {
-        diesel::sql_query("ROLLBACK")
-            .execute(&mut self.0)
-            .await
-            .expect("ROLLBACK");
+    async fn release(self) {
+        self.0.end("ROLLBACK").await;
     }
 }
 
@@ -661,22 +651,6 @@ async fn blocked_service_statements(database_url: &str) -> i64 {
     count.n
 }
 
-/// Holds an exclusive lock on a table on a connection of its own.
-async fn lock_table(database_url: &str, table: &str) -> AsyncPgConnection {
-    let mut conn = AsyncPgConnection::establish(database_url)
-        .await
-        .expect("a raw connection");
-    diesel::sql_query("BEGIN")
-        .execute(&mut conn)
-        .await
-        .expect("BEGIN");
-    diesel::sql_query(format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
-        .execute(&mut conn)
-        .await
-        .expect("lock the table");
-    conn
-}
-
 #[tokio::test]
 async fn a_client_deadline_bounds_reads_too() {
     let app = spawn_app().await;
@@ -684,7 +658,7 @@ async fn a_client_deadline_bounds_reads_too() {
     let case = create(&mut admin, "ACME", 1).await;
     let deadline = Duration::from_millis(400);
 
-    let mut lock = lock_table(&app.database_url, "invoice_cases").await;
+    let lock = lock_table(&app.database_url, "invoice_cases").await;
     let got = admin
         .get_invoice_case(with_deadline(
             pb::GetInvoiceCaseRequest {
@@ -706,12 +680,9 @@ async fn a_client_deadline_bounds_reads_too() {
     // The database gave up too: nothing of the service still waits.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(blocked_service_statements(&app.database_url).await, 0);
-    diesel::sql_query("ROLLBACK")
-        .execute(&mut lock)
-        .await
-        .expect("ROLLBACK");
+    lock.end("ROLLBACK").await;
 
-    let mut lock = lock_table(&app.database_url, "case_events").await;
+    let lock = lock_table(&app.database_url, "case_events").await;
     let history = admin
         .list_state_changes(with_deadline(
             pb::ListStateChangesRequest {
@@ -725,10 +696,7 @@ async fn a_client_deadline_bounds_reads_too() {
     assert_eq!(history.code(), Code::DeadlineExceeded, "{history:?}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(blocked_service_statements(&app.database_url).await, 0);
-    diesel::sql_query("ROLLBACK")
-        .execute(&mut lock)
-        .await
-        .expect("ROLLBACK");
+    lock.end("ROLLBACK").await;
 
     // Without the lock the same reads answer, and the pooled connections
     // kept no short timeout.
