@@ -657,6 +657,15 @@ async fn a_client_deadline_bounds_reads_too() {
     let mut admin = app.admin().await;
     let case = create(&mut admin, "ACME", 1).await;
     let deadline = Duration::from_millis(400);
+    let history_request = |deadline| {
+        with_deadline(
+            pb::ListStateChangesRequest {
+                case_id: case.id.clone(),
+                ..Default::default()
+            },
+            deadline,
+        )
+    };
 
     let lock = lock_table(&app.database_url, "invoice_cases").await;
     let got = admin
@@ -684,13 +693,7 @@ async fn a_client_deadline_bounds_reads_too() {
 
     let lock = lock_table(&app.database_url, "case_events").await;
     let history = admin
-        .list_state_changes(with_deadline(
-            pb::ListStateChangesRequest {
-                case_id: case.id.clone(),
-                ..Default::default()
-            },
-            deadline,
-        ))
+        .list_state_changes(history_request(deadline))
         .await
         .expect_err("the table is locked past the deadline");
     assert_eq!(history.code(), Code::DeadlineExceeded, "{history:?}");
@@ -702,13 +705,7 @@ async fn a_client_deadline_bounds_reads_too() {
     // kept no short timeout.
     assert_eq!(get(&mut admin, &case.id).await, case);
     let events = ok(admin
-        .list_state_changes(with_deadline(
-            pb::ListStateChangesRequest {
-                case_id: case.id.clone(),
-                ..Default::default()
-            },
-            Duration::from_secs(30),
-        ))
+        .list_state_changes(history_request(Duration::from_secs(30)))
         .await);
     assert_eq!(events.events.len(), 1);
 }
