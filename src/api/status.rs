@@ -149,24 +149,18 @@ fn domain(error: DomainError, case: &str) -> Status {
             case_state,
             line,
         } => {
-            let mut metadata = HashMap::from([
-                ("action".to_owned(), action.as_str().to_owned()),
-                ("caseState".to_owned(), case_state.as_str().to_owned()),
-            ]);
-            let (subject, current) = match &line {
+            let mut metadata = refusal_metadata(action, case_state);
+            let subject = match &line {
                 Some(line) => {
                     metadata.insert("entity".into(), "LINE".into());
+                    metadata.insert("currentState".into(), line.state.as_str().into());
                     metadata.insert("lineId".into(), line.id.to_string());
                     metadata.insert("lineNumber".into(), line.number.clone());
                     metadata.insert("lineState".into(), line.state.as_str().into());
-                    (line.number.clone(), line.state.as_str())
+                    line.number.clone()
                 }
-                None => {
-                    metadata.insert("entity".into(), "CASE".into());
-                    (case.to_owned(), case_state.as_str())
-                }
+                None => case.to_owned(),
             };
-            metadata.insert("currentState".into(), current.to_owned());
             precondition(
                 INVALID_STATE_TRANSITION,
                 message,
@@ -212,19 +206,27 @@ fn domain(error: DomainError, case: &str) -> Status {
     }
 }
 
+/// ErrorInfo metadata of an action the case refused: the action, and the
+/// case's state as the current one (a refusing line overrides `entity` and
+/// `currentState`).
+fn refusal_metadata(action: Action, case_state: CaseState) -> HashMap<String, String> {
+    HashMap::from([
+        ("action".to_owned(), action.as_str().to_owned()),
+        ("entity".to_owned(), "CASE".to_owned()),
+        ("currentState".to_owned(), case_state.as_str().to_owned()),
+        ("caseState".to_owned(), case_state.as_str().to_owned()),
+    ])
+}
+
 /// ErrorInfo metadata of an action refused for its case's lines.
 fn lines_precondition(
     action: Action,
     case_state: CaseState,
     precondition: &str,
 ) -> HashMap<String, String> {
-    HashMap::from([
-        ("action".to_owned(), action.as_str().to_owned()),
-        ("entity".to_owned(), "CASE".to_owned()),
-        ("currentState".to_owned(), case_state.as_str().to_owned()),
-        ("caseState".to_owned(), case_state.as_str().to_owned()),
-        ("precondition".to_owned(), precondition.to_owned()),
-    ])
+    let mut metadata = refusal_metadata(action, case_state);
+    metadata.insert("precondition".to_owned(), precondition.to_owned());
+    metadata
 }
 
 fn precondition(
