@@ -580,6 +580,26 @@ pub fn expect_invalid_transition<T: std::fmt::Debug>(
     );
 }
 
+/// Every case the client can see, all pages.
+pub async fn all_cases(client: &mut Client) -> Vec<pb::InvoiceCase> {
+    let mut cases = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = ok(client
+            .list_invoice_cases(pb::ListInvoiceCasesRequest {
+                page_size: 500,
+                page_token: page_token.clone(),
+                filter: String::new(),
+            })
+            .await);
+        cases.extend(page.invoice_cases);
+        if page.next_page_token.is_empty() {
+            return cases;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
 /// A transaction of the test's own, on a connection of its own, open until
 /// [`OpenTransaction::end`] (or dropped: PostgreSQL then rolls it back).
 pub struct OpenTransaction(diesel_async::AsyncPgConnection);

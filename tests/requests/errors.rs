@@ -13,26 +13,6 @@ use uuid::Uuid;
 
 use crate::helpers::*;
 
-/// Every case the admin can see, all pages.
-async fn all_cases(client: &mut Client) -> Vec<pb::InvoiceCase> {
-    let mut cases = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = ok(client
-            .list_invoice_cases(pb::ListInvoiceCasesRequest {
-                page_size: 500,
-                page_token: page_token.clone(),
-                filter: String::new(),
-            })
-            .await);
-        cases.extend(page.invoice_cases);
-        if page.next_page_token.is_empty() {
-            return cases;
-        }
-        page_token = page.next_page_token;
-    }
-}
-
 /// Asserts INVALID_ARGUMENT whose BadRequest names exactly `fields`.
 fn expect_fields<T: std::fmt::Debug>(
     result: Result<tonic::Response<T>, tonic::Status>,

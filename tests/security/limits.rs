@@ -15,31 +15,11 @@ use uuid::Uuid;
 
 use crate::{
     helpers::{
-        Client, OpenTransaction, TestApp, cluster, create, get, line, lock_table, new_case, ok,
+        OpenTransaction, TestApp, all_cases, cluster, create, get, line, lock_table, new_case, ok,
         settings, spawn_app, spawn_app_with, submit, violated_fields,
     },
     support::{case_in, event_count},
 };
-
-/// Every case, all pages (as an admin sees them).
-async fn all_cases(client: &mut Client) -> Vec<pb::InvoiceCase> {
-    let mut cases = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = ok(client
-            .list_invoice_cases(pb::ListInvoiceCasesRequest {
-                page_size: 500,
-                page_token: page_token.clone(),
-                filter: String::new(),
-            })
-            .await);
-        cases.extend(page.invoice_cases);
-        if page.next_page_token.is_empty() {
-            return cases;
-        }
-        page_token = page.next_page_token;
-    }
-}
 
 fn create_request(case: pb::InvoiceCase) -> pb::CreateInvoiceCaseRequest {
     pb::CreateInvoiceCaseRequest {
