@@ -3,6 +3,7 @@
 use std::{net::SocketAddr, process::Stdio, time::Duration};
 
 use tokio::process::{Child, Command};
+use tonic::transport::Endpoint;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -51,6 +52,53 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `invoice-cases serve` on `addr` for `database_url` with `secret`, with
+/// the watch timings tests use (progress every second, polls every 200 ms),
+/// no stdin or stdout, killed when dropped. Callers add the rest.
+pub fn serve_command(addr: SocketAddr, database_url: &str, secret: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_invoice-cases"));
+    command
+        .arg("serve")
+        .arg("--listen")
+        .arg(addr.to_string())
+        .args([
+            "--watch-progress-interval-seconds",
+            "1",
+            "--watch-poll-interval-ms",
+            "200",
+        ])
+        .env("DATABASE_URL", database_url)
+        .env("JWT_SECRET", secret)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+/// The overall health status of the server on `addr`; `None` when it does
+/// not answer within two seconds.
+pub async fn health(addr: SocketAddr) -> Option<ServingStatus> {
+    let call = async {
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .ok()?
+            .connect_timeout(Duration::from_secs(1))
+            .connect()
+            .await
+            .ok()?;
+        HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .ok()
+            .map(|r| r.into_inner().status())
+    };
+    tokio::time::timeout(Duration::from_secs(2), call)
+        .await
+        .ok()
+        .flatten()
+}
+
 impl ServerProcess {
     /// Starts `invoice-cases serve` on `database_url` with `secret`, on a
     /// free port (or `port`), and waits until health says SERVING.
@@ -63,20 +111,9 @@ impl ServerProcess {
         let addr: SocketAddr = format!("127.0.0.1:{}", port.unwrap_or_else(free_port))
             .parse()
             .expect("address");
-        let child = Command::new(env!("CARGO_BIN_EXE_invoice-cases"))
-            .arg("serve")
-            .arg("--listen")
-            .arg(addr.to_string())
-            .args([
-                "--watch-progress-interval-seconds",
-                "1",
-                "--watch-poll-interval-ms",
-                "200",
-            ])
+        let child = serve_command(addr, database_url, secret)
             .args(["--metrics-listen", "off"])
             .args(extra)
-            .env("DATABASE_URL", database_url)
-            .env("JWT_SECRET", secret)
             .env("RUST_LOG", "warn")
             // Resident memory should measure what the server holds, not how
             // glibc caches freed memory: few arenas, large blocks mapped
@@ -84,9 +121,6 @@ impl ServerProcess {
             .env("MALLOC_ARENA_MAX", "2")
             .env("MALLOC_MMAP_THRESHOLD_", "65536")
             .env("MALLOC_TRIM_THRESHOLD_", "131072")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
             .spawn()
             .expect("start invoice-cases serve");
         let process = ServerProcess { addr, child };
@@ -98,21 +132,8 @@ impl ServerProcess {
     pub async fn wait_serving(&self, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            if let Ok(channel) =
-                tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
-                    .expect("uri")
-                    .connect()
-                    .await
-            {
-                let status = HealthClient::new(channel)
-                    .check(HealthCheckRequest {
-                        service: String::new(),
-                    })
-                    .await
-                    .map(|r| r.into_inner().status());
-                if status.ok() == Some(ServingStatus::Serving) {
-                    return;
-                }
+            if health(self.addr).await == Some(ServingStatus::Serving) {
+                return;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,

@@ -11,17 +11,19 @@ use std::{
 
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
+    process::Child,
     task::JoinHandle,
     time::Instant,
 };
 use tonic::transport::{Channel, Endpoint};
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::health_check_response::ServingStatus;
 use uuid::Uuid;
 
-use crate::{helpers::Client, process::free_port};
+pub use crate::process::health;
+use crate::{
+    helpers::Client,
+    process::{free_port, serve_command},
+};
 
 /// The path of the binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_invoice-cases");
@@ -85,28 +87,14 @@ impl Binary {
                 .parse()
                 .expect("address")
         });
-        let mut command = Command::new(BIN);
+        let mut command = serve_command(addr, &options.database_url, &options.secret);
         command
-            .arg("serve")
-            .arg("--listen")
-            .arg(addr.to_string())
-            .args([
-                "--watch-progress-interval-seconds",
-                "1",
-                "--watch-poll-interval-ms",
-                "200",
-            ])
             .arg("--metrics-listen")
             .arg(metrics.map_or_else(|| "off".to_owned(), |a| a.to_string()))
             .args(&options.extra)
-            .env("DATABASE_URL", &options.database_url)
-            .env("JWT_SECRET", &options.secret)
             .env("RUST_LOG", &options.log)
             .env_remove("LOG_FORMAT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .stderr(Stdio::piped());
         if let Some(format) = options.log_format_env {
             command.env("LOG_FORMAT", format);
         }
@@ -248,29 +236,6 @@ pub async fn small_window_client(addr: SocketAddr, token: &str) -> Client {
         channel,
         crate::helpers::Bearer::new(value),
     )
-}
-
-/// The overall health status, or `None` when the server does not answer.
-pub async fn health(addr: SocketAddr) -> Option<ServingStatus> {
-    let call = async {
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .ok()?
-            .connect_timeout(Duration::from_secs(1))
-            .connect()
-            .await
-            .ok()?;
-        HealthClient::new(channel)
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .ok()
-            .map(|r| r.into_inner().status())
-    };
-    tokio::time::timeout(Duration::from_secs(2), call)
-        .await
-        .ok()
-        .flatten()
 }
 
 /// The password of a PostgreSQL URL, if it has one.
