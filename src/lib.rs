@@ -6,6 +6,7 @@ pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod domain;
+pub mod drain;
 pub mod embedded;
 pub mod listener;
 pub mod metrics;

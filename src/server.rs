@@ -14,6 +14,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use crate::{
     api::InvoiceCaseApi,
     auth::{Authenticator, KeySet},
+    drain::Drain,
     pb::{self, invoice_case_service_server::InvoiceCaseServiceServer},
     store::{PoolSettings, Store, run_migrations},
     watch::{WatchHub, WatchSettings},
@@ -99,6 +100,7 @@ pub struct RunningServer {
     background: Vec<JoinHandle<()>>,
     health: HealthReporter,
     watch: WatchHub,
+    drain: Drain,
 }
 
 impl RunningServer {
@@ -109,8 +111,9 @@ impl RunningServer {
 
     /// Stops gracefully: health says NOT_SERVING at once, watch streams end
     /// with UNAVAILABLE and their cursor, no new call is accepted, calls in
-    /// flight get up to `drain` to finish; then every connection is closed.
-    pub async fn shutdown(mut self, drain: Duration) -> anyhow::Result<()> {
+    /// flight get up to `drain_timeout` to finish; then every connection is closed.
+    pub async fn shutdown(mut self, drain_timeout: Duration) -> anyhow::Result<()> {
+        self.drain.begin();
         // The health monitor must not set SERVING again.
         for task in &self.background {
             task.abort();
@@ -125,11 +128,11 @@ impl RunningServer {
         for service in ["", SERVICE_NAME] {
             self.health.clear_service_status(service).await;
         }
-        match tokio::time::timeout(drain, &mut self.server).await {
+        match tokio::time::timeout(drain_timeout, &mut self.server).await {
             Ok(joined) => joined?.map_err(anyhow::Error::from),
             Err(_) => {
                 tracing::warn!(
-                    ?drain,
+                    ?drain_timeout,
                     "calls still open after the drain timeout: closing them"
                 );
                 self.server.abort();
@@ -202,8 +205,10 @@ pub async fn start(settings: ServerSettings) -> anyhow::Result<RunningServer> {
         }
         builder = builder.tls_config(config).context("invalid TLS settings")?;
     }
+    let drain = Drain::default();
     let router = builder
         .layer(crate::telemetry::RpcTelemetryLayer)
+        .layer(drain.clone())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -239,6 +244,7 @@ pub async fn start(settings: ServerSettings) -> anyhow::Result<RunningServer> {
         background,
         health,
         watch,
+        drain,
     })
 }
 
