@@ -267,6 +267,36 @@ impl Store {
         })
     }
 
+    /// The position of this instant: every event committed before the call
+    /// is before it, every event committed after is at or after it. A
+    /// stream "from now" starts here; starting at the horizon instead would
+    /// replay events that committed before the stream opened whenever an
+    /// older transaction (anywhere on the server) was still running.
+    ///
+    /// Like a snapshot, it holds the event writers' lock exclusively for an
+    /// instant, so no event writer is in flight when the transaction id
+    /// counter is read: writers wait for that one statement.
+    pub async fn log_now(&self) -> Result<EventPosition, StoreError> {
+        let mut conn = self.conn().await?;
+        let (class, object) = EVENT_WRITERS_LOCK;
+        conn.transaction(async |conn| {
+            diesel::sql_query(format!("SELECT pg_advisory_xact_lock({class}, {object})"))
+                .execute(conn)
+                .await?;
+            // A statement of its own: its snapshot is taken after the lock.
+            let xmax: SnapshotXmax = diesel::sql_query(
+                "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax",
+            )
+            .get_result(conn)
+            .await?;
+            Ok(EventPosition {
+                txid: xmax.xmax,
+                id: 0,
+            })
+        })
+        .await
+    }
+
     /// Reads the cases passing `filter` as of one snapshot, in pages of
     /// `page` cases handed to `sink`, and returns the log position that
     /// snapshot stands at: it shows exactly the events before it.

@@ -126,16 +126,15 @@ impl WatchHub {
                 .map_err(|e| status::invalid_field("account_id", e))?;
             filter.account_id = Some(account);
         }
-        let bounds = store
-            .log_bounds()
-            .await
-            .map_err(|e| status::store(e, &request.case_id))?;
-        let (horizon, pruned) = (bounds.horizon, bounds.pruned_through);
+        let db_error = |e| status::store(e, &request.case_id);
         let start = match request.start {
-            None => subscriber::Start::At(horizon),
+            None | Some(Start::FromBeginning(false) | Start::WithSnapshot(false)) => {
+                subscriber::Start::At(store.log_now().await.map_err(db_error)?)
+            }
             Some(Start::AfterCursor(text)) => {
                 let position =
                     cursor::decode(&text).map_err(|e| status::invalid_field("after_cursor", e))?;
+                let bounds = store.log_bounds().await.map_err(db_error)?;
                 // Cursors between the horizon and the end are fine (a
                 // snapshot's marker, an event whose older neighbours are
                 // still in flight): the stream waits for the horizon.
@@ -145,16 +144,16 @@ impl WatchHub {
                         "is ahead of the event log: not a cursor of this service's database",
                     ));
                 }
-                if position < pruned {
-                    return Err(subscriber::cursor_expired(pruned));
+                if position < bounds.pruned_through {
+                    return Err(subscriber::cursor_expired(bounds.pruned_through));
                 }
                 subscriber::Start::At(position)
             }
-            Some(Start::FromBeginning(true)) => subscriber::Start::At(pruned),
-            Some(Start::WithSnapshot(true)) => subscriber::Start::Snapshot,
-            Some(Start::FromBeginning(false) | Start::WithSnapshot(false)) => {
-                subscriber::Start::At(horizon)
+            Some(Start::FromBeginning(true)) => {
+                let bounds = store.log_bounds().await.map_err(db_error)?;
+                subscriber::Start::At(bounds.pruned_through)
             }
+            Some(Start::WithSnapshot(true)) => subscriber::Start::Snapshot,
         };
         let settings = &self.shared.settings;
         let open = self.shared.streams.fetch_add(1, Ordering::Relaxed);

@@ -117,6 +117,30 @@ async fn resuming_from_every_cursor_yields_exactly_the_rest() {
     }
 }
 
+/// "From now" is after every event committed before the stream opened, even
+/// while an older transaction (here one of the test's, holding a transaction
+/// id) keeps the horizon below those events.
+#[tokio::test]
+async fn a_stream_from_now_skips_events_committed_before_it_opened_behind_an_older_transaction() {
+    let app = spawn_app().await;
+    let mut admin = app.admin().await;
+    let mut older = OpenTransaction::begin(&app.database_url).await;
+    older.run("SELECT pg_current_xact_id()").await;
+    let case = create(&mut admin, "ACME", 1).await;
+    let mut stream = open(&mut admin, watch("", "", None)).await;
+    ok(admin.submit_case(submit(&case.id)).await);
+    older.end("ROLLBACK").await;
+
+    let received = read_until_progress(&mut stream, 1).await;
+    let actions: Vec<_> = received.events.iter().map(|e| e.action()).collect();
+    assert_eq!(
+        actions,
+        [pb::state_change_event::Action::Submit],
+        "{:?}",
+        received.events
+    );
+}
+
 #[tokio::test]
 async fn a_progress_cursor_resumes_after_everything_before_it() {
     let app = spawn_app().await;
