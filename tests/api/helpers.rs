@@ -220,6 +220,16 @@ impl Bearer {
     pub fn new(value: AsciiMetadataValue) -> Self {
         Bearer(Some(value))
     }
+
+    /// Sends `Bearer <token>`, or no authorization metadata at all.
+    pub fn token(token: Option<&str>) -> Self {
+        Bearer(token.map(|t| MetadataValue::try_from(format!("Bearer {t}")).expect("ascii token")))
+    }
+}
+
+/// A client on `channel` that authenticates with `token`.
+pub fn authorized(channel: Channel, token: &str) -> Client {
+    InvoiceCaseServiceClient::with_interceptor(channel, Bearer::token(Some(token)))
 }
 
 impl Interceptor for Bearer {
@@ -261,9 +271,7 @@ impl TestApp {
 
     /// A client authenticated with `token` (or with none).
     pub async fn client_with(&self, token: Option<&str>) -> Client {
-        let value =
-            token.map(|t| MetadataValue::try_from(format!("Bearer {t}")).expect("ascii token"));
-        InvoiceCaseServiceClient::with_interceptor(self.channel().await, Bearer(value))
+        InvoiceCaseServiceClient::with_interceptor(self.channel().await, Bearer::token(token))
     }
 
     /// A client of an admin (every permission, every account).

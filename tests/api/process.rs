@@ -185,9 +185,5 @@ pub async fn client(addr: SocketAddr, token: &str) -> crate::helpers::Client {
         .connect()
         .await
         .expect("connect");
-    let value = tonic::metadata::MetadataValue::try_from(format!("Bearer {token}")).expect("token");
-    invoice_cases::pb::invoice_case_service_client::InvoiceCaseServiceClient::with_interceptor(
-        channel,
-        crate::helpers::Bearer::new(value),
-    )
+    crate::helpers::authorized(channel, token)
 }

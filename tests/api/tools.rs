@@ -288,12 +288,7 @@ async fn the_binary_runs_its_own_postgres_and_mints_tokens_for_it() {
             .connect()
             .await
         {
-            let value =
-                tonic::metadata::MetadataValue::try_from(format!("Bearer {token}")).expect("token");
-            break pb::invoice_case_service_client::InvoiceCaseServiceClient::with_interceptor(
-                channel,
-                Bearer::new(value),
-            );
+            break authorized(channel, &token);
         }
         assert!(
             tokio::time::Instant::now() < deadline,

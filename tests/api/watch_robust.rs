@@ -297,14 +297,7 @@ async fn connect(addr: std::net::SocketAddr, token: &str) -> Client {
             .connect()
             .await
         {
-            Ok(channel) => {
-                let value = tonic::metadata::MetadataValue::try_from(format!("Bearer {token}"))
-                    .expect("token");
-                return pb::invoice_case_service_client::InvoiceCaseServiceClient::with_interceptor(
-                    channel,
-                    Bearer::new(value),
-                );
-            }
+            Ok(channel) => return authorized(channel, token),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }

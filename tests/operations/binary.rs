@@ -231,11 +231,7 @@ pub async fn small_window_client(addr: SocketAddr, token: &str) -> Client {
         .connect()
         .await
         .expect("connect");
-    let value = tonic::metadata::MetadataValue::try_from(format!("Bearer {token}")).expect("token");
-    invoice_cases::pb::invoice_case_service_client::InvoiceCaseServiceClient::with_interceptor(
-        channel,
-        crate::helpers::Bearer::new(value),
-    )
+    crate::helpers::authorized(channel, token)
 }
 
 /// The password of a PostgreSQL URL, if it has one.

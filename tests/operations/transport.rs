@@ -4,8 +4,8 @@
 //! keepalive 60 s) is not tested: observing it takes over a minute of idle
 //! connection.
 
-use invoice_cases::pb::{self, invoice_case_service_client::InvoiceCaseServiceClient};
-use tonic::{codec::CompressionEncoding, metadata::MetadataValue};
+use invoice_cases::pb;
+use tonic::codec::CompressionEncoding;
 
 use crate::helpers::*;
 
@@ -13,8 +13,7 @@ use crate::helpers::*;
 async fn a_client_sending_and_accepting_gzip_is_served() {
     let mut app = spawn_app().await;
     let token = app.token("admin", &["admin"], None);
-    let bearer = Bearer::new(MetadataValue::try_from(format!("Bearer {token}")).expect("ascii"));
-    let mut client = InvoiceCaseServiceClient::with_interceptor(app.channel().await, bearer)
+    let mut client = authorized(app.channel().await, &token)
         .send_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Gzip);
 
