@@ -27,7 +27,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Layer, Service};
 
-use crate::api::status::ERROR_DOMAIN;
+use crate::api::status::{ERROR_DOMAIN, SERVER_SHUTTING_DOWN};
 
 /// The switch the server flips when it starts to shut down.
 #[derive(Debug, Clone, Default)]
@@ -66,11 +66,11 @@ pub struct RefuseWhileDraining<S> {
 const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
 
 /// The status of a call that arrives during shutdown.
-pub fn shutting_down() -> Status {
+fn shutting_down() -> Status {
     Status::with_error_details(
         Code::Unavailable,
         "the server is shutting down; retry the call, it was not started",
-        ErrorDetails::with_error_info("SERVER_SHUTTING_DOWN", ERROR_DOMAIN, HashMap::new()),
+        ErrorDetails::with_error_info(SERVER_SHUTTING_DOWN, ERROR_DOMAIN, HashMap::new()),
     )
 }
 

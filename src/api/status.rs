@@ -23,6 +23,9 @@ pub const ERROR_DOMAIN: &str = "invoicecase.v1";
 /// `ErrorInfo.reason` of an action the current state does not allow.
 pub const INVALID_STATE_TRANSITION: &str = "INVALID_STATE_TRANSITION";
 
+/// `ErrorInfo.reason` of a call refused, or a stream ended, by a shutdown.
+pub const SERVER_SHUTTING_DOWN: &str = "SERVER_SHUTTING_DOWN";
+
 /// Most field violations listed in one error.
 const MAX_VIOLATIONS: usize = 50;
 

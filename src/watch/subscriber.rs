@@ -22,7 +22,10 @@ use super::{
     response::Outlet,
 };
 use crate::{
-    api::{case_message, event_message, status::ERROR_DOMAIN},
+    api::{
+        case_message, event_message,
+        status::{ERROR_DOMAIN, SERVER_SHUTTING_DOWN},
+    },
     pb::{self, watch_state_changes_response::Kind},
     store::{EventFilter, EventPosition, LogPage, StoreError},
 };
@@ -97,7 +100,7 @@ impl Stream {
                 Ok(())
             }
             _ = shut_down(&mut shutdown) => Err(Stop::End(self.interrupted(
-                "SERVER_SHUTTING_DOWN",
+                SERVER_SHUTTING_DOWN,
                 "the server is shutting down",
             ))),
         }
@@ -181,7 +184,7 @@ impl Stream {
                         }
                         Err(RecvError::Closed) => {
                             return Err(Stop::End(self.interrupted(
-                                "SERVER_SHUTTING_DOWN",
+                                SERVER_SHUTTING_DOWN,
                                 "the server is shutting down",
                             )));
                         }
@@ -192,7 +195,7 @@ impl Stream {
                     }
                     _ = shut_down(&mut shutdown) => {
                         return Err(Stop::End(self.interrupted(
-                            "SERVER_SHUTTING_DOWN",
+                            SERVER_SHUTTING_DOWN,
                             "the server is shutting down",
                         )));
                     }
@@ -264,7 +267,7 @@ impl Stream {
                         _ = tokio::time::sleep(delay) => {}
                         _ = shut_down(&mut shutdown) => {
                             return Err(Stop::End(self.interrupted(
-                                "SERVER_SHUTTING_DOWN",
+                                SERVER_SHUTTING_DOWN,
                                 "the server is shutting down",
                             )));
                         }
