@@ -31,7 +31,6 @@
 use std::{
     collections::BTreeMap,
     hash::{DefaultHasher, Hash, Hasher},
-    net::SocketAddr,
     path::{Path, PathBuf},
     process::{ExitCode, Stdio},
     sync::{
@@ -41,30 +40,18 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, anyhow, bail};
-use invoice_cases::{
-    auth::mint_token,
-    embedded::{EmbeddedPostgres, create_database, find_binaries},
-    pb::{
-        self, WatchStateChangesRequest, invoice_case_service_client::InvoiceCaseServiceClient,
-        state_change_event::Action, watch_state_changes_request::Start,
-        watch_state_changes_response::Kind,
-    },
+use anyhow::{Context as _, anyhow};
+use invoice_cases::pb::{
+    self, WatchStateChangesRequest, invoice_case_service_client::InvoiceCaseServiceClient,
+    state_change_event::Action, watch_state_changes_request::Start,
+    watch_state_changes_response::Kind,
 };
-use tokio::{
-    process::{Child, Command},
-    sync::watch,
-    time::Instant,
+use invoice_cases_test_support::{
+    Bearer, Cluster, ServerProcess, connect, free_addr, measure::cpu_seconds, new_secret, pgbench,
+    serve_command, token,
 };
-use tonic::{
-    Request, Status, Streaming,
-    metadata::AsciiMetadataValue,
-    service::{Interceptor, interceptor::InterceptedService},
-    transport::{Channel, Endpoint},
-};
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tokio::{sync::watch, time::Instant};
+use tonic::{Status, Streaming, service::interceptor::InterceptedService, transport::Channel};
 
 /// Events one case cycle writes: create, submit, assign to me, request
 /// information, information received, propose solution, close.
@@ -209,24 +196,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         .prefix("invoice-cases-bench-")
         .tempdir()
         .context("cannot create a temporary directory")?;
-    progress(&format!("starting PostgreSQL in {}", dir.path().display()));
-    let pg = EmbeddedPostgres::start(dir.path(), None)
-        .await
-        .context("cannot start the benchmark's PostgreSQL cluster")?;
+    progress("starting PostgreSQL");
+    let cluster = Cluster::start_embedded().await?;
     let result = tokio::select! {
-        result = bench(&args, &pg, dir.path()) => result,
+        result = bench(&args, &cluster, dir.path()) => result,
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
     };
-    if let Err(e) = pg.stop().await {
+    if let Err(e) = cluster.stop().await {
         eprintln!("warning: cannot stop PostgreSQL: {e:#}");
-    }
-    // Normally the cluster lives inside the temporary directory; when the
-    // PostgreSQL user cannot reach it, it lives elsewhere and is ours alone.
-    let cluster = pg.cluster_dir().to_owned();
-    if !cluster.starts_with(dir.path())
-        && let Err(e) = std::fs::remove_dir_all(&cluster)
-    {
-        eprintln!("warning: cannot remove {}: {e}", cluster.display());
     }
     if let Err(e) = dir.close() {
         eprintln!("warning: cannot remove the temporary directory: {e}");
@@ -285,7 +262,7 @@ impl Report {
     }
 }
 
-async fn bench(args: &Args, pg: &EmbeddedPostgres, dir: &Path) -> anyhow::Result<bool> {
+async fn bench(args: &Args, cluster: &Cluster, dir: &Path) -> anyhow::Result<bool> {
     let mut report = Report::default();
     let command_line = format!(
         "cargo build --release && cargo bench --bench watch -- {}",
@@ -314,30 +291,29 @@ async fn bench(args: &Args, pg: &EmbeddedPostgres, dir: &Path) -> anyhow::Result
     );
 
     // pgbench before, on a scratch database of the same cluster.
-    let pg_bin = find_binaries(None).context("cannot find the PostgreSQL programs")?;
-    let pgbench_bin = pg_bin.join("pgbench");
+    let pg_bin = cluster.bin_dir()?;
     let mut pgbench_tps = Vec::new();
-    let pgbench_url = pg.url("pgbench_scratch");
+    let pgbench_url = cluster.url("pgbench_scratch");
     if args.pgbench_seconds > 0 {
-        create_database(&pg.url("postgres"), "pgbench_scratch").await?;
+        cluster.create_database("pgbench_scratch", None).await?;
         progress("pgbench -i");
-        pgbench_init(&pgbench_bin, &pgbench_url).await?;
+        pgbench::init(&pg_bin, &pgbench_url, 1).await?;
         progress(&format!("pgbench (before), {} s", args.pgbench_seconds));
-        pgbench_tps.push(pgbench_run(&pgbench_bin, &pgbench_url, args).await?);
+        pgbench_tps.push(pgbench_run(&pg_bin, &pgbench_url, args, dir).await?);
     }
 
     // The server.
-    let secret = format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
+    let secret = new_secret();
     let log_path = dir.join("server.log");
-    let mut server = start_server(args, &pg.database_url(), &secret, &log_path).await?;
-    let pid = server
-        .child
-        .id()
-        .context("the server exited right after starting")?;
+    cluster.create_database("invoice_cases_bench", None).await?;
+    let server = start_server(
+        args,
+        &cluster.url("invoice_cases_bench"),
+        &secret,
+        &log_path,
+    )
+    .await?;
+    let pid = server.pid();
     let rss_start = rss_kib(pid).unwrap_or(0);
     let rss_peak = Arc::new(AtomicU64::new(rss_start));
     let sampling = Arc::new(AtomicBool::new(true));
@@ -355,7 +331,7 @@ async fn bench(args: &Args, pg: &EmbeddedPostgres, dir: &Path) -> anyhow::Result
     });
 
     let start = Instant::now();
-    let subscriber_token = bearer(&secret, "bench-subscriber", &["viewer"])?;
+    let subscriber_token = bearer(&secret, "bench-subscriber", &["viewer"]);
     let mut channels = Vec::with_capacity(args.channels);
     for _ in 0..args.channels {
         channels.push(connect(server.addr).await?);
@@ -423,7 +399,7 @@ async fn bench(args: &Args, pg: &EmbeddedPostgres, dir: &Path) -> anyhow::Result
             &secret,
             &format!("bench-writer-{w}"),
             &["requester", "agent"],
-        )?;
+        );
         let client = InvoiceCaseServiceClient::with_interceptor(connect(server.addr).await?, token);
         writers.push(tokio::spawn(writer(w, client, start, deadline)));
     }
@@ -506,7 +482,7 @@ async fn bench(args: &Args, pg: &EmbeddedPostgres, dir: &Path) -> anyhow::Result
 
     if args.pgbench_seconds > 0 {
         progress(&format!("pgbench (after), {} s", args.pgbench_seconds));
-        pgbench_tps.push(pgbench_run(&pgbench_bin, &pgbench_url, args).await?);
+        pgbench_tps.push(pgbench_run(&pg_bin, &pgbench_url, args, dir).await?);
     }
 
     // ---- analysis ----
@@ -1220,39 +1196,8 @@ fn new_case(account: &str) -> pb::InvoiceCase {
 
 // ---- the server process ----------------------------------------------------
 
-/// Adds the bearer token to every call.
-#[derive(Clone)]
-struct Bearer(AsciiMetadataValue);
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
-fn bearer(secret: &str, sub: &str, roles: &[&str]) -> anyhow::Result<Bearer> {
-    let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
-    let token = mint_token(secret, sub, &roles, None, 24 * 3600, None, None)
-        .context("cannot mint a token")?;
-    let value = AsciiMetadataValue::try_from(format!("Bearer {token}"))
-        .context("the token is not ASCII")?;
-    Ok(Bearer(value))
-}
-
-async fn connect(addr: SocketAddr) -> anyhow::Result<Channel> {
-    Endpoint::from_shared(format!("http://{addr}"))
-        .context("endpoint")?
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to the server on {addr}"))
-}
-
-struct ServerProcess {
-    addr: SocketAddr,
-    child: Child,
+fn bearer(secret: &str, sub: &str, roles: &[&str]) -> Bearer {
+    Bearer::token(Some(&token(secret, sub, roles, None, 24 * 3600)))
 }
 
 async fn start_server(
@@ -1261,128 +1206,39 @@ async fn start_server(
     secret: &str,
     log: &Path,
 ) -> anyhow::Result<ServerProcess> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .context("cannot find a free port")?
-        .port();
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .context("cannot find a free port")?
-        .port();
+    let addr = free_addr();
     let log_file = std::fs::File::create(log).context("cannot create the server log")?;
     progress(&format!(
         "starting {} serve --listen {addr}",
         args.server.display()
     ));
-    // DATABASE_URL and JWT_SECRET as environment variables keep the
-    // password and the secret out of `ps`.
-    let child = Command::new(&args.server)
-        .arg("serve")
-        .arg("--listen")
-        .arg(addr.to_string())
+    let mut command = serve_command(&args.server, addr, database_url, secret);
+    command
         .args(["--watch-progress-interval-seconds", "5"])
         .args(&args.server_args)
-        .env("DATABASE_URL", database_url)
-        .env("JWT_SECRET", secret)
         // Servers that serve metrics default to a fixed port, which another
-        // server on the machine may hold; older servers ignore this.
-        .env("METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
+        // server on the machine may hold.
+        .env("METRICS_LISTEN", free_addr().to_string())
         .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log_file)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("cannot start {}", args.server.display()))?;
-    let mut server = ServerProcess { addr, child };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(Some(status)) = server.child.try_wait() {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            bail!("the server exited at start ({status}):\n{text}");
-        }
-        if let Ok(channel) = connect(addr).await {
-            let status = HealthClient::new(channel)
-                .check(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .map(|r| r.into_inner().status());
-            if status.ok() == Some(ServingStatus::Serving) {
-                return Ok(server);
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("the server on {addr} did not become SERVING within 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-impl ServerProcess {
-    /// SIGTERM, then the exit status (SIGKILL after 30 s).
-    async fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
-        let pid = self.child.id().context("the server is not running")?;
-        let pid = i32::try_from(pid).context("pid")?;
-        // SAFETY: kill(2) on the pid of our own child process.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-        match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
-            Ok(status) => Ok(status?),
-            Err(_) => {
-                self.child.kill().await?;
-                bail!("the server did not exit within 30 s of SIGTERM (killed)")
-            }
-        }
-    }
+        .stderr(Stdio::from(log_file));
+    ServerProcess::spawn(command, addr, Some(log.to_owned()), Duration::from_secs(60)).await
 }
 
 // ---- pgbench ---------------------------------------------------------------
 
-async fn pgbench_init(bin: &Path, url: &str) -> anyhow::Result<()> {
-    let output = Command::new(bin)
-        .args(["-i", "-q"])
-        .arg(url)
-        .env("LC_ALL", "C")
-        .output()
-        .await
-        .with_context(|| format!("cannot run {}", bin.display()))?;
-    anyhow::ensure!(
-        output.status.success(),
-        "pgbench -i failed: {}",
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
-    Ok(())
-}
-
-async fn pgbench_run(bin: &Path, url: &str, args: &Args) -> anyhow::Result<f64> {
-    let output = Command::new(bin)
-        .arg("-c")
-        .arg(args.writers.to_string())
-        .arg("-j")
-        .arg(args.writers.min(2).to_string())
-        .arg("-T")
-        .arg(args.pgbench_seconds.to_string())
-        .arg("-N")
-        .arg(url)
-        .env("LC_ALL", "C")
-        .output()
-        .await
-        .with_context(|| format!("cannot run {}", bin.display()))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    anyhow::ensure!(
-        output.status.success(),
-        "pgbench failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
-    stdout
-        .lines()
-        .find_map(|line| line.strip_prefix("tps = "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|tps| tps.parse().ok())
-        .with_context(|| format!("no `tps = ` line in pgbench's output:\n{stdout}"))
+async fn pgbench_run(bin: &Path, url: &str, args: &Args, logs: &Path) -> anyhow::Result<f64> {
+    let clients = args.writers as u32;
+    let run = pgbench::run(
+        bin,
+        url,
+        pgbench::Script::SimpleUpdate,
+        clients,
+        clients.min(2),
+        args.pgbench_seconds,
+        logs,
+    )
+    .await?;
+    Ok(run.tps)
 }
 
 // ---- small helpers -----------------------------------------------------------
@@ -1438,19 +1294,6 @@ fn percentile_i64(sorted: &[i64], q: f64) -> i64 {
 
 fn percentile_u32(sorted: &[u32], q: f64) -> i64 {
     rank(sorted.len(), q).map_or(0, |i| i64::from(sorted[i]))
-}
-
-/// User + system CPU seconds of `/proc/<pid>` (`self` for this process).
-fn cpu_seconds(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The fields after the command name (which may hold spaces).
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (per_second > 0).then(|| ticks as f64 / per_second as f64)
 }
 
 /// The 1-minute load average.

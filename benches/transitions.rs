@@ -1,0 +1,1101 @@
+//! Transitions and reads, side by side with pgbench on the same PostgreSQL
+//! cluster, in one run.
+//!
+//! ```text
+//! cargo bench --bench transitions
+//! ```
+//!
+//! It starts a PostgreSQL cluster of its own, runs pgbench TPC-B and
+//! select-only on it, then the release server on the same cluster, and
+//! drives it with concurrent clients over a few HTTP/2 connections, one
+//! phase after the other:
+//!
+//! * `lifecycle`: whole case lifecycles (create with 2 lines, submit,
+//!   assign to me, 2 x SetLineState, close: six mutating RPCs);
+//! * `get`: GetInvoiceCase of existing cases;
+//! * `list`: ListInvoiceCases pages of 50, newest first (up to 5 pages deep);
+//! * `list-filtered`: the same with a filter (state, account, assignee,
+//!   priority, and two combined);
+//! * `history`: ListStateChanges of existing cases.
+//!
+//! then pgbench again, to show drift. For every RPC it prints the rate,
+//! latency p50/p99, the CPU microseconds per call of the server, of
+//! PostgreSQL (all its processes) and of this load generator (from /proc),
+//! PostgreSQL's committed transactions per WAL flush, and the ratios to
+//! pgbench.
+//!
+//! Options (after `--`): `--clients N` (16), `--connections C` (4),
+//! `--seconds S` (20, per phase), `--pgbench-seconds T` (20; 0 skips
+//! pgbench), `--pgbench-scale K` (10), `--seed-cases N` (2000, in mixed
+//! states, for the filters), `--phases a,b,..` (all), `--server PATH` (the
+//! release binary), `--server-arg ARG` (repeatable, passed to `serve`).
+//!
+//! Under `cargo test --all-targets` (no `--bench` argument) it does nothing.
+
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    path::{Path, PathBuf},
+    pin::Pin,
+    process::{ExitCode, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow};
+use invoice_cases::pb::{self, case_line::State as LineState};
+use invoice_cases_test_support::{
+    Client, Cluster, ServerProcess, authorized, connect, free_addr,
+    measure::{CpuPerOp, CpuSample, Latencies, PgCounters},
+    new_secret, pgbench, serve_command, token,
+};
+
+#[derive(Debug, Clone)]
+struct Args {
+    clients: usize,
+    connections: usize,
+    seconds: u64,
+    pgbench_seconds: u64,
+    pgbench_scale: u32,
+    seed_cases: usize,
+    phases: Vec<String>,
+    server: PathBuf,
+    server_args: Vec<String>,
+    given: Vec<String>,
+}
+
+const PHASES: [&str; 5] = ["lifecycle", "get", "list", "list-filtered", "history"];
+
+const USAGE: &str = "usage: cargo bench --bench transitions -- [--clients N] [--connections C] \
+[--seconds S] [--pgbench-seconds T] [--pgbench-scale K] [--seed-cases N] [--phases a,b,..] \
+[--server PATH] [--server-arg ARG]...";
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut args = Args {
+        clients: 16,
+        connections: 4,
+        seconds: 20,
+        pgbench_seconds: 20,
+        pgbench_scale: 10,
+        seed_cases: 2000,
+        phases: PHASES.iter().map(|p| (*p).to_owned()).collect(),
+        server: PathBuf::from(env!("CARGO_BIN_EXE_invoice-cases")),
+        server_args: Vec::new(),
+        given: Vec::new(),
+    };
+    let mut bench = false;
+    let mut raw = std::env::args().skip(1);
+    while let Some(arg) = raw.next() {
+        if arg == "--bench" {
+            bench = true;
+            continue;
+        }
+        if arg == "--help" || arg == "-h" {
+            return Err(USAGE.to_owned());
+        }
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
+            None => (arg.clone(), None),
+        };
+        let value = match inline {
+            Some(value) => value,
+            None => raw
+                .next()
+                .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))?,
+        };
+        args.given.push(format!("{name} {value}"));
+        let number = |value: &str| -> Result<u64, String> {
+            value
+                .parse::<u64>()
+                .map_err(|e| format!("{name} {value:?}: {e}"))
+        };
+        match name.as_str() {
+            "--clients" => args.clients = number(&value)?.max(1) as usize,
+            "--connections" => args.connections = number(&value)?.max(1) as usize,
+            "--seconds" => args.seconds = number(&value)?.max(1),
+            "--pgbench-seconds" => args.pgbench_seconds = number(&value)?,
+            "--pgbench-scale" => args.pgbench_scale = number(&value)?.max(1) as u32,
+            "--seed-cases" => args.seed_cases = number(&value)? as usize,
+            "--phases" => {
+                args.phases = value.split(',').map(str::to_owned).collect();
+                if let Some(bad) = args.phases.iter().find(|p| !PHASES.contains(&p.as_str())) {
+                    return Err(format!("unknown phase {bad}; phases: {}", PHASES.join(",")));
+                }
+            }
+            "--server" => args.server = PathBuf::from(value),
+            "--server-arg" => args.server_args.push(value),
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+        }
+    }
+    Ok(bench.then_some(args))
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            println!(
+                "transitions benchmark: not run without --bench (use `cargo bench --bench transitions`)"
+            );
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("\n*** BENCHMARK FAILED: see the problems reported above ***");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn progress(message: &str) {
+    eprintln!("[transitions bench] {message}");
+}
+
+async fn run(args: Args) -> anyhow::Result<bool> {
+    anyhow::ensure!(
+        args.server.is_file(),
+        "the server binary {} does not exist: run `cargo build --release` first",
+        args.server.display()
+    );
+    progress("starting PostgreSQL");
+    let cluster = Cluster::start_embedded().await?;
+    let result = tokio::select! {
+        result = bench(&args, &cluster) => result,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+    };
+    if let Err(e) = cluster.stop().await {
+        eprintln!("warning: cannot stop PostgreSQL: {e:#}");
+    }
+    result
+}
+
+/// One row of the report.
+struct Row {
+    name: String,
+    calls: u64,
+    seconds: f64,
+    latencies: Latencies,
+    cpu: CpuPerOp,
+    /// Committed transactions per WAL flush, where it matters.
+    per_sync: Option<f64>,
+}
+
+impl Row {
+    fn rate(&self) -> f64 {
+        self.calls as f64 / self.seconds.max(1e-9)
+    }
+}
+
+async fn bench(args: &Args, cluster: &Cluster) -> anyhow::Result<bool> {
+    let mut problems: Vec<String> = Vec::new();
+    let bin = cluster.bin_dir()?;
+    let postmaster = cluster.postmaster_pid();
+    let logs = tempdir()?;
+    let threads = 2.min(args.clients as u32);
+    let clients = args.clients as u32;
+
+    // pgbench before.
+    let mut pgbench_rows: Vec<(String, Row)> = Vec::new();
+    if args.pgbench_seconds > 0 {
+        cluster.create_database("pgbench_scratch", None).await?;
+        let url = cluster.url("pgbench_scratch");
+        progress(&format!("pgbench -i -s {}", args.pgbench_scale));
+        pgbench::init(&bin, &url, args.pgbench_scale).await?;
+        for (script, name) in [
+            (pgbench::Script::TpcB, "TPC-B"),
+            (pgbench::Script::SelectOnly, "select-only"),
+        ] {
+            progress(&format!(
+                "pgbench {name} (before), {} s",
+                args.pgbench_seconds
+            ));
+            let row = pgbench_row(
+                &bin,
+                cluster,
+                &url,
+                script,
+                name,
+                clients,
+                threads,
+                args,
+                postmaster,
+                logs.path(),
+            )
+            .await?;
+            pgbench_rows.push(("before".into(), row));
+        }
+    }
+
+    // The server.
+    cluster.create_database("invoice_cases_bench", None).await?;
+    let database_url = cluster.url("invoice_cases_bench");
+    let secret = new_secret();
+    let addr = free_addr();
+    let server_log = logs.path().join("server.log");
+    let log_file = std::fs::File::create(&server_log)?;
+    let mut command = serve_command(&args.server, addr, &database_url, &secret);
+    command
+        .args(["--metrics-listen", &free_addr().to_string()])
+        .args(&args.server_args)
+        .stderr(Stdio::from(log_file));
+    progress(&format!(
+        "starting {} serve on {addr}",
+        args.server.display()
+    ));
+    let server = ServerProcess::spawn(
+        command,
+        addr,
+        Some(server_log.clone()),
+        Duration::from_secs(60),
+    )
+    .await?;
+    let server_pid = Some(server.pid());
+    let mut channels = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        channels.push(connect(addr).await?);
+    }
+    let clients_for = |prefix: &str, roles: &[&str]| -> Vec<Client> {
+        (0..args.clients)
+            .map(|i| {
+                let token = token(&secret, &format!("{prefix}-{i}"), roles, None, 24 * 3600);
+                authorized(channels[i % channels.len()].clone(), &token)
+            })
+            .collect()
+    };
+
+    let mut rows: Vec<Row> = Vec::new();
+    let created: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let wants = |phase: &str| args.phases.iter().any(|p| p == phase);
+
+    if wants("lifecycle") || args.phases.len() > 1 {
+        progress(&format!(
+            "lifecycle: {} clients over {} connections, {} s",
+            args.clients, args.connections, args.seconds
+        ));
+        let workers = clients_for("bench-agent", &["requester", "agent"]);
+        let created = created.clone();
+        let (phase, mut by_method) = run_phase(
+            workers,
+            args.seconds,
+            server_pid,
+            postmaster,
+            cluster.admin_url(),
+            move |worker, mut client, i| {
+                let created = created.clone();
+                Box::pin(async move {
+                    let mut timings = Vec::with_capacity(6);
+                    let id = lifecycle(&mut client, worker, i, &mut timings).await?;
+                    created.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+                    Ok((client, timings))
+                })
+            },
+        )
+        .await;
+        problems.extend(phase.errors.iter().take(5).cloned());
+        if !phase.errors.is_empty() {
+            problems.push(format!("{} lifecycle calls failed", phase.errors.len()));
+        }
+        let mut all = Latencies::default();
+        for (_, latencies) in by_method.iter_mut() {
+            all.extend(latencies.clone());
+        }
+        rows.push(Row {
+            name: "mutating RPCs of lifecycles (all)".into(),
+            calls: phase.calls,
+            seconds: phase.seconds,
+            latencies: all,
+            cpu: phase.cpu,
+            per_sync: phase.per_sync,
+        });
+        for (method, latencies) in by_method {
+            rows.push(Row {
+                name: format!("  {method}"),
+                calls: latencies.len() as u64,
+                seconds: phase.seconds,
+                latencies,
+                cpu: CpuPerOp::default(),
+                per_sync: None,
+            });
+        }
+    }
+
+    let ids: Arc<Vec<String>> = Arc::new(std::mem::take(
+        &mut *created.lock().unwrap_or_else(|e| e.into_inner()),
+    ));
+    if ids.is_empty() && args.phases.iter().any(|p| p != "lifecycle") {
+        problems.push("no case was created: the read phases have nothing to read".into());
+        return finish(Finish {
+            args,
+            cluster,
+            bin: &bin,
+            logs: logs.path(),
+            rows,
+            pgbench_rows,
+            problems,
+            server,
+            server_log: &server_log,
+            postmaster,
+        })
+        .await;
+    }
+
+    if args.seed_cases > 0 && (wants("list") || wants("list-filtered")) {
+        progress(&format!(
+            "seeding {} cases in mixed states for the filters",
+            args.seed_cases
+        ));
+        let seeders = clients_for("bench-agent", &["requester", "agent"]);
+        seed(seeders, args.seed_cases).await?;
+    }
+
+    let readers = || clients_for("bench-viewer", &["viewer"]);
+    if wants("get") {
+        progress(&format!("get: {} s", args.seconds));
+        let ids = ids.clone();
+        let row = read_phase(
+            "GetInvoiceCase",
+            readers(),
+            args,
+            server_pid,
+            postmaster,
+            cluster,
+            move |_, mut client, i| {
+                let id = ids[pick(i, ids.len())].clone();
+                Box::pin(async move {
+                    let started = Instant::now();
+                    client
+                        .get_invoice_case(pb::GetInvoiceCaseRequest { case_id: id })
+                        .await
+                        .map_err(|s| format!("GetInvoiceCase: {s:?}"))?;
+                    Ok((client, vec![("GetInvoiceCase", started)]))
+                })
+            },
+        )
+        .await;
+        rows.push(row.0);
+        problems.extend(row.1);
+    }
+    if wants("list") {
+        progress(&format!("list: {} s", args.seconds));
+        let row = read_phase(
+            "ListInvoiceCases (page of 50)",
+            readers(),
+            args,
+            server_pid,
+            postmaster,
+            cluster,
+            |_, mut client, i| {
+                Box::pin(async move {
+                    let pages = list_pages(&mut client, String::new(), 1 + i as usize % 5).await?;
+                    Ok((client, pages))
+                })
+            },
+        )
+        .await;
+        rows.push(row.0);
+        problems.extend(row.1);
+    }
+    if wants("list-filtered") {
+        progress(&format!("list-filtered: {} s", args.seconds));
+        let row = read_phase(
+            "ListInvoiceCases (filtered)",
+            readers(),
+            args,
+            server_pid,
+            postmaster,
+            cluster,
+            |worker, mut client, i| {
+                let filter = FILTERS[(worker + i as usize) % FILTERS.len()]
+                    .replace("{w}", &(worker % ACCOUNTS).to_string());
+                Box::pin(async move {
+                    let pages = list_pages(&mut client, filter, 1 + i as usize % 3).await?;
+                    Ok((client, pages))
+                })
+            },
+        )
+        .await;
+        rows.push(row.0);
+        problems.extend(row.1);
+    }
+    if wants("history") {
+        progress(&format!("history: {} s", args.seconds));
+        let ids = ids.clone();
+        let row = read_phase(
+            "ListStateChanges",
+            readers(),
+            args,
+            server_pid,
+            postmaster,
+            cluster,
+            move |_, mut client, i| {
+                let id = ids[pick(i.wrapping_mul(7), ids.len())].clone();
+                Box::pin(async move {
+                    let started = Instant::now();
+                    let page = client
+                        .list_state_changes(pb::ListStateChangesRequest {
+                            case_id: id,
+                            page_size: 0,
+                            page_token: String::new(),
+                        })
+                        .await
+                        .map_err(|s| format!("ListStateChanges: {s:?}"))?
+                        .into_inner();
+                    if page.events.len() != 6 {
+                        return Err(format!(
+                            "a lifecycle's history has {} events, not 6",
+                            page.events.len()
+                        ));
+                    }
+                    Ok((client, vec![("ListStateChanges", started)]))
+                })
+            },
+        )
+        .await;
+        rows.push(row.0);
+        problems.extend(row.1);
+    }
+    drop(channels);
+    finish(Finish {
+        args,
+        cluster,
+        bin: &bin,
+        logs: logs.path(),
+        rows,
+        pgbench_rows,
+        problems,
+        server,
+        server_log: &server_log,
+        postmaster,
+    })
+    .await
+}
+
+/// Accounts the benchmark's cases belong to.
+const ACCOUNTS: usize = 20;
+
+/// Filters of the `list-filtered` phase (`{w}` is a number below
+/// [`ACCOUNTS`]).
+const FILTERS: [&str; 6] = [
+    "state = WORK_IN_PROGRESS",
+    "account_id = \"ACME-{w}\"",
+    "assigned_to = \"bench-agent-{w}\"",
+    "priority = 2",
+    "state = CLOSED AND account_id = \"ACME-{w}\"",
+    "state != CLOSED AND priority = 1",
+];
+
+/// A pseudo-random index below `len` for call `i`.
+fn pick(i: u64, len: usize) -> usize {
+    let mut x = i
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(0xD1B5_4A32_D192_ED03);
+    x ^= x >> 31;
+    (x % len.max(1) as u64) as usize
+}
+
+type Timings = Vec<(&'static str, Instant)>;
+type OpFuture =
+    Pin<Box<dyn Future<Output = Result<(Client, Vec<(&'static str, Instant)>), String>> + Send>>;
+
+/// What one phase measured.
+struct Phase {
+    calls: u64,
+    seconds: f64,
+    cpu: CpuPerOp,
+    per_sync: Option<f64>,
+    errors: Vec<String>,
+}
+
+/// Runs `op` in a loop on every client until `seconds` have passed; each
+/// op returns the start instants of the RPCs it made (each ends when the
+/// next starts, the last when the op returns).
+async fn run_phase<F>(
+    clients: Vec<Client>,
+    seconds: u64,
+    server_pid: Option<u32>,
+    postmaster: Option<u32>,
+    admin_url: &str,
+    op: F,
+) -> (Phase, BTreeMap<&'static str, Latencies>)
+where
+    F: Fn(usize, Client, u64) -> OpFuture + Send + Sync + 'static,
+{
+    let op = Arc::new(op);
+    let counters_start = PgCounters::read(admin_url).await.ok();
+    let cpu_start = CpuSample::take(server_pid, postmaster);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for (worker, client) in clients.into_iter().enumerate() {
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut by_method: BTreeMap<&'static str, Latencies> = BTreeMap::new();
+            let mut errors = Vec::new();
+            let mut calls = 0u64;
+            let mut client = Some(client);
+            let mut i = worker as u64 * 1_000_003;
+            while Instant::now() < deadline {
+                let Some(c) = client.take() else { break };
+                match op(worker, c, i).await {
+                    Ok((c, timings)) => {
+                        let end = Instant::now();
+                        let mut starts = timings.iter().map(|(_, at)| *at).skip(1).chain([end]);
+                        for (method, started) in &timings {
+                            let ended = starts.next().unwrap_or(end);
+                            let us = ended.saturating_duration_since(*started).as_micros();
+                            by_method
+                                .entry(*method)
+                                .or_default()
+                                .push_us(u32::try_from(us).unwrap_or(u32::MAX));
+                        }
+                        calls += timings.len() as u64;
+                        client = Some(c);
+                    }
+                    Err(error) => {
+                        errors.push(error);
+                        break;
+                    }
+                }
+                i += 1;
+            }
+            (calls, by_method, errors)
+        }));
+    }
+    let mut calls = 0;
+    let mut by_method: BTreeMap<&'static str, Latencies> = BTreeMap::new();
+    let mut errors = Vec::new();
+    for task in tasks {
+        match task.await {
+            Ok((n, methods, errs)) => {
+                calls += n;
+                for (method, latencies) in methods {
+                    by_method.entry(method).or_default().extend(latencies);
+                }
+                errors.extend(errs);
+            }
+            Err(e) => errors.push(format!("a client panicked: {e}")),
+        }
+    }
+    let cpu_end = CpuSample::take(server_pid, postmaster);
+    // Other sessions' counts reach the statistics up to a second late.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let counters_end = PgCounters::read(admin_url).await.ok();
+    // Every call of a write phase commits one transaction that writes.
+    let per_sync = match (counters_start, counters_end) {
+        (Some(a), Some(b)) if b.wal_syncs > a.wal_syncs => {
+            Some(calls as f64 / (b.wal_syncs - a.wal_syncs) as f64)
+        }
+        _ => None,
+    };
+    (
+        Phase {
+            calls,
+            seconds: (cpu_end.at - cpu_start.at).as_secs_f64(),
+            cpu: cpu_start.per_op_us(&cpu_end, calls),
+            per_sync,
+            errors,
+        },
+        by_method,
+    )
+}
+
+/// A read phase: one row, and its problems.
+async fn read_phase<F>(
+    name: &str,
+    clients: Vec<Client>,
+    args: &Args,
+    server_pid: Option<u32>,
+    postmaster: Option<u32>,
+    cluster: &Cluster,
+    op: F,
+) -> (Row, Vec<String>)
+where
+    F: Fn(usize, Client, u64) -> OpFuture + Send + Sync + 'static,
+{
+    let (phase, by_method) = run_phase(
+        clients,
+        args.seconds,
+        server_pid,
+        postmaster,
+        cluster.admin_url(),
+        op,
+    )
+    .await;
+    let mut latencies = Latencies::default();
+    for (_, l) in by_method {
+        latencies.extend(l);
+    }
+    let mut problems: Vec<String> = phase.errors.iter().take(5).cloned().collect();
+    if !phase.errors.is_empty() {
+        problems.push(format!("{}: {} calls failed", name, phase.errors.len()));
+    }
+    (
+        Row {
+            name: name.to_owned(),
+            calls: phase.calls,
+            seconds: phase.seconds,
+            latencies,
+            cpu: phase.cpu,
+            per_sync: None,
+        },
+        problems,
+    )
+}
+
+/// A two-line case of `account`.
+fn new_case(account: &str, priority: pb::Priority) -> pb::InvoiceCase {
+    let line = |n: u32| pb::CaseLine {
+        dispute_code: pb::DisputeCode::PricingDiscrepancy.into(),
+        short_description: format!("Unit price of line {n} above the agreed one"),
+        invoice_line_ref: n.to_string(),
+        invoiced_amount: "125.00".into(),
+        disputed_amount: "15.00".into(),
+        ..Default::default()
+    };
+    pb::InvoiceCase {
+        account_id: account.to_owned(),
+        invoice_number: "ARINV0012345".into(),
+        request_source: pb::invoice_case::RequestSource::SingleInvoice.into(),
+        short_description: "Wrong unit prices".into(),
+        currency_code: "EUR".into(),
+        priority: priority.into(),
+        lines: vec![line(10), line(20)],
+        ..Default::default()
+    }
+}
+
+fn failed(method: &str) -> impl Fn(tonic::Status) -> String + '_ {
+    move |s| format!("{method}: {:?} {}", s.code(), s.message())
+}
+
+/// One whole lifecycle; returns the case id.
+async fn lifecycle(
+    client: &mut Client,
+    worker: usize,
+    i: u64,
+    timings: &mut Timings,
+) -> Result<String, String> {
+    let account = format!("ACME-{}", worker % ACCOUNTS);
+    timings.push(("CreateInvoiceCase", Instant::now()));
+    let case = client
+        .create_invoice_case(pb::CreateInvoiceCaseRequest {
+            invoice_case: Some(new_case(&account, priority(i))),
+            request_id: String::new(),
+        })
+        .await
+        .map_err(failed("CreateInvoiceCase"))?
+        .into_inner();
+    let id = case.id.clone();
+    timings.push(("SubmitCase", Instant::now()));
+    client
+        .submit_case(pb::SubmitCaseRequest {
+            case_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .map_err(failed("SubmitCase"))?;
+    timings.push(("AssignToMe", Instant::now()));
+    client
+        .assign_to_me(pb::AssignToMeRequest {
+            case_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .map_err(failed("AssignToMe"))?;
+    for (line, state) in case
+        .lines
+        .iter()
+        .zip([LineState::ResolvedAccepted, LineState::ResolvedDenied])
+    {
+        timings.push(("SetLineState", Instant::now()));
+        client
+            .set_line_state(pb::SetLineStateRequest {
+                case_id: id.clone(),
+                line_id: line.id.clone(),
+                state: state.into(),
+                resolution_code: pb::ResolutionCode::SolvedCredit.into(),
+                ..Default::default()
+            })
+            .await
+            .map_err(failed("SetLineState"))?;
+    }
+    timings.push(("CloseCase", Instant::now()));
+    let closed = client
+        .close_case(pb::CloseCaseRequest {
+            case_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .map_err(failed("CloseCase"))?
+        .into_inner();
+    if closed.state() != pb::invoice_case::State::Closed {
+        return Err(format!("case {id} ended {:?}", closed.state()));
+    }
+    Ok(id)
+}
+
+fn priority(i: u64) -> pb::Priority {
+    match i % 4 {
+        0 => pb::Priority::Critical,
+        1 => pb::Priority::High,
+        2 => pb::Priority::Moderate,
+        _ => pb::Priority::Low,
+    }
+}
+
+/// Up to `pages` pages of a list, following the tokens.
+async fn list_pages(client: &mut Client, filter: String, pages: usize) -> Result<Timings, String> {
+    let mut timings = Vec::new();
+    let mut page_token = String::new();
+    for _ in 0..pages {
+        timings.push(("ListInvoiceCases", Instant::now()));
+        let page = client
+            .list_invoice_cases(pb::ListInvoiceCasesRequest {
+                page_size: 50,
+                page_token,
+                filter: filter.clone(),
+            })
+            .await
+            .map_err(failed("ListInvoiceCases"))?
+            .into_inner();
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    Ok(timings)
+}
+
+/// Creates `count` cases spread over every state but CLOSED, the accounts
+/// and the priorities (not measured).
+async fn seed(clients: Vec<Client>, count: usize) -> anyhow::Result<()> {
+    let per = count.div_ceil(clients.len());
+    let mut tasks = Vec::new();
+    for (worker, mut client) in clients.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per as u64 {
+                let account = format!("ACME-{}", (worker + i as usize) % ACCOUNTS);
+                let case = client
+                    .create_invoice_case(pb::CreateInvoiceCaseRequest {
+                        invoice_case: Some(new_case(&account, priority(i))),
+                        request_id: String::new(),
+                    })
+                    .await
+                    .map_err(failed("CreateInvoiceCase"))?
+                    .into_inner();
+                let id = case.id;
+                let depth = i % 6;
+                if depth == 0 {
+                    continue;
+                }
+                if depth == 1 {
+                    client
+                        .cancel_case(pb::CancelCaseRequest {
+                            case_id: id,
+                            ..Default::default()
+                        })
+                        .await
+                        .map_err(failed("CancelCase"))?;
+                    continue;
+                }
+                client
+                    .submit_case(pb::SubmitCaseRequest {
+                        case_id: id.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(failed("SubmitCase"))?;
+                if depth == 2 {
+                    continue;
+                }
+                client
+                    .assign_to_me(pb::AssignToMeRequest {
+                        case_id: id.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(failed("AssignToMe"))?;
+                if depth == 4 {
+                    client
+                        .request_information(pb::RequestInformationRequest {
+                            case_id: id.clone(),
+                            ..Default::default()
+                        })
+                        .await
+                        .map_err(failed("RequestInformation"))?;
+                }
+                if depth == 5 {
+                    client
+                        .propose_solution(pb::ProposeSolutionRequest {
+                            case_id: id.clone(),
+                            resolution_code: pb::ResolutionCode::SolvedCredit.into(),
+                            resolution_notes: "credit note".into(),
+                            default_outcome: pb::LineOutcome::Accepted.into(),
+                            ..Default::default()
+                        })
+                        .await
+                        .map_err(failed("ProposeSolution"))?;
+                }
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    for task in tasks {
+        task.await?.map_err(|e| anyhow!(e))?;
+    }
+    Ok(())
+}
+
+/// One pgbench run as a report row.
+#[allow(clippy::too_many_arguments)]
+async fn pgbench_row(
+    bin: &Path,
+    cluster: &Cluster,
+    url: &str,
+    script: pgbench::Script,
+    name: &str,
+    clients: u32,
+    threads: u32,
+    args: &Args,
+    postmaster: Option<u32>,
+    logs: &Path,
+) -> anyhow::Result<Row> {
+    let counters_start = PgCounters::read(cluster.admin_url()).await.ok();
+    let cpu_start = CpuSample::take(None, postmaster);
+    let run = pgbench::run(
+        bin,
+        url,
+        script,
+        clients,
+        threads,
+        args.pgbench_seconds,
+        logs,
+    )
+    .await?;
+    let cpu_end = CpuSample::take(None, postmaster);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let counters_end = PgCounters::read(cluster.admin_url()).await.ok();
+    // A TPC-B transaction writes; a select-only one does not.
+    let per_sync = match (script, counters_start, counters_end) {
+        (pgbench::Script::TpcB, Some(a), Some(b)) if b.wal_syncs > a.wal_syncs => {
+            Some(run.transactions as f64 / (b.wal_syncs - a.wal_syncs) as f64)
+        }
+        _ => None,
+    };
+    let mut cpu = cpu_start.per_op_us(&cpu_end, run.transactions);
+    // pgbench is another process: this one's CPU is not the client's.
+    cpu.client = 0.0;
+    Ok(Row {
+        name: format!(
+            "pgbench {name} ({})",
+            pgbench::command_line(script, clients, threads, args.pgbench_seconds)
+        ),
+        calls: run.transactions,
+        seconds: args.pgbench_seconds as f64,
+        latencies: run.latencies,
+        cpu,
+        per_sync,
+    })
+}
+
+fn tempdir() -> anyhow::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("invoice-cases-bench-")
+        .tempdir()
+        .context("cannot create a temporary directory")
+}
+
+/// What the report needs.
+struct Finish<'a> {
+    args: &'a Args,
+    cluster: &'a Cluster,
+    bin: &'a Path,
+    logs: &'a Path,
+    rows: Vec<Row>,
+    pgbench_rows: Vec<(String, Row)>,
+    problems: Vec<String>,
+    server: ServerProcess,
+    server_log: &'a Path,
+    postmaster: Option<u32>,
+}
+
+/// Stops the server, runs pgbench again, prints the report.
+async fn finish(f: Finish<'_>) -> anyhow::Result<bool> {
+    let Finish {
+        args,
+        cluster,
+        bin,
+        logs,
+        rows,
+        mut pgbench_rows,
+        mut problems,
+        server,
+        server_log,
+        postmaster,
+    } = f;
+    progress("stopping the server (SIGTERM)");
+    match server.terminate().await {
+        Ok(status) if status.success() => {}
+        Ok(status) => problems.push(format!("the server exited with {status}")),
+        Err(e) => problems.push(format!("the server did not stop: {e:#}")),
+    }
+    let log = std::fs::read_to_string(server_log).unwrap_or_default();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    if !warnings.is_empty() {
+        problems.push(format!(
+            "the server logged {} warnings or errors, e.g. {}",
+            warnings.len(),
+            warnings[0].chars().take(300).collect::<String>()
+        ));
+    }
+    if args.pgbench_seconds > 0 {
+        let url = cluster.url("pgbench_scratch");
+        let clients = args.clients as u32;
+        let threads = 2.min(clients);
+        for (script, name) in [
+            (pgbench::Script::TpcB, "TPC-B"),
+            (pgbench::Script::SelectOnly, "select-only"),
+        ] {
+            progress(&format!(
+                "pgbench {name} (after), {} s",
+                args.pgbench_seconds
+            ));
+            let row = pgbench_row(
+                bin, cluster, &url, script, name, clients, threads, args, postmaster, logs,
+            )
+            .await?;
+            pgbench_rows.push(("after".into(), row));
+        }
+    }
+    print_report(args, rows, pgbench_rows, &problems);
+    Ok(problems.is_empty())
+}
+
+fn print_report(
+    args: &Args,
+    mut rows: Vec<Row>,
+    mut pgbench_rows: Vec<(String, Row)>,
+    problems: &[String],
+) {
+    let command = format!(
+        "cargo bench --bench transitions -- {}",
+        args.given.join(" ")
+    );
+    println!();
+    println!("## transitions benchmark");
+    println!();
+    println!("command: `{}`", command.trim_end());
+    println!(
+        "machine: {} CPUs, load average {}; {} clients over {} HTTP/2 connections, {} s per phase",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|t| t.split_whitespace().next().map(str::to_owned))
+            .unwrap_or_default(),
+        args.clients,
+        args.connections,
+        args.seconds
+    );
+    println!();
+    println!(
+        "| measure | calls/s | p50 ms | p99 ms | server CPU µs/call | PostgreSQL CPU µs/call | load generator CPU µs/call | writing transactions per WAL flush |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let print_row = |prefix: &str, row: &mut Row| {
+        let cpu = |v: f64| {
+            if v > 0.0 {
+                format!("{v:.0}")
+            } else {
+                "".to_owned()
+            }
+        };
+        println!(
+            "| {prefix}{} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} |",
+            row.name,
+            row.rate(),
+            row.latencies.percentile_ms(0.50),
+            row.latencies.percentile_ms(0.99),
+            cpu(row.cpu.server),
+            cpu(row.cpu.postgres),
+            cpu(row.cpu.client),
+            row.per_sync.map(|v| format!("{v:.2}")).unwrap_or_default(),
+        );
+    };
+    for (when, row) in pgbench_rows.iter_mut().filter(|(w, _)| w == "before") {
+        print_row(&format!("{when}: "), row);
+    }
+    for row in rows.iter_mut() {
+        print_row("", row);
+    }
+    for (when, row) in pgbench_rows.iter_mut().filter(|(w, _)| w == "after") {
+        print_row(&format!("{when}: "), row);
+    }
+    // Ratios against the mean of pgbench before and after.
+    let mut mean = |name: &str, f: &dyn Fn(&mut Row) -> f64| -> Option<f64> {
+        let values: Vec<f64> = pgbench_rows
+            .iter_mut()
+            .filter(|(_, r)| r.name.contains(name))
+            .map(|(_, r)| f(r))
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+    };
+    let tpcb = mean("TPC-B", &|r| r.rate());
+    let tpcb_p99 = mean("TPC-B", &|r| r.latencies.percentile_ms(0.99));
+    let select = mean("select-only", &|r| r.rate());
+    println!();
+    println!("| ratio (to the mean of pgbench before and after) | value | goal |");
+    println!("|---|---:|---:|");
+    if let Some(writes) = rows.iter_mut().find(|r| r.name.starts_with("mutating")) {
+        if let Some(tpcb) = tpcb {
+            println!(
+                "| mutating RPCs/s ÷ TPC-B tps | {:.2} | ≥ 0.8 |",
+                writes.rate() / tpcb
+            );
+        }
+        if let Some(p99) = tpcb_p99 {
+            println!(
+                "| mutating RPC p99 ÷ TPC-B p99 | {:.2} | ≤ 2 |",
+                writes.latencies.percentile_ms(0.99) / p99
+            );
+        }
+    }
+    if let (Some(get), Some(select)) = (rows.iter().find(|r| r.name == "GetInvoiceCase"), select) {
+        println!(
+            "| GetInvoiceCase/s ÷ select-only tps | {:.2} | ≥ 0.7 |",
+            get.rate() / select
+        );
+    }
+    println!();
+    if problems.is_empty() {
+        println!("RESULT: OK (every call succeeded)");
+    } else {
+        println!("RESULT: FAILED");
+        for problem in problems {
+            println!("  !!! {problem}");
+        }
+    }
+    println!("reproduce with: {}", command.trim_end());
+}
