@@ -480,7 +480,7 @@ impl InvoiceCaseService for InvoiceCaseApi {
                 .events
                 .into_iter()
                 .map(|event| {
-                    let cursor = crate::watch::cursor::encode(event.position);
+                    let cursor = crate::watch::cursor::encode_event(event.position);
                     convert::event(event, cursor)
                 })
                 .collect(),

@@ -125,6 +125,11 @@ pub fn store(error: StoreError, case: &str) -> Status {
                 ErrorDetails::with_retry_info(Some(Duration::from_secs(1))),
             )
         }
+        StoreError::Contention => Status::with_error_details(
+            Code::Aborted,
+            "the case kept changing while the action was decided; retry",
+            ErrorDetails::with_error_info("CONCURRENT_MODIFICATION", ERROR_DOMAIN, HashMap::new()),
+        ),
         StoreError::DeadlineExceeded => Status::deadline_exceeded(
             "the deadline expired before the database finished; nothing was changed",
         ),

@@ -13,17 +13,97 @@
 
 use chrono::{DateTime, Utc};
 use diesel::{
-    QueryableByName,
+    QueryResult, QueryableByName,
+    pg::Pg,
+    query_builder::{AstPass, QueryFragment, QueryId},
     sql_types::{Array, BigInt, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid},
 };
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::{
-    Store, StoreError, cases,
-    rows::{CaseRow, EventPosition, EventRow, StoredEvent},
+    Store, StoreError,
+    load::{CasesWithLines, Loaded, PageOrder, cases_of},
+    rows::{EventPosition, EventRow, StoredEvent},
+    session::{Mode, Session},
+    statement::statement,
 };
 use crate::domain::Case;
+
+/// What a snapshot shows of the transactions below its `xmax`: all of
+/// them but those still in progress when it was taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shown {
+    /// The first transaction id the snapshot does not show.
+    pub xmax: i64,
+    /// Transactions below `xmax` still in progress, ascending.
+    pub in_progress: Vec<i64>,
+}
+
+impl Shown {
+    /// Whether the snapshot shows the events of transaction `txid`.
+    pub fn shows(&self, txid: i64) -> bool {
+        txid < self.xmax && self.in_progress.binary_search(&txid).is_err()
+    }
+}
+
+/// Where a stream stands: every event up to `after` is behind it, and,
+/// until the stream passes the snapshot it started from, so is every event
+/// that snapshot shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamPosition {
+    pub after: EventPosition,
+    pub shown: Option<Shown>,
+}
+
+impl StreamPosition {
+    /// After `position`, nothing else skipped.
+    pub fn at(position: EventPosition) -> Self {
+        StreamPosition {
+            after: position,
+            shown: None,
+        }
+    }
+
+    /// The position of a snapshot (`xmin`, `xmax`, transactions in
+    /// progress): after everything it shows.
+    pub fn after_snapshot(xmin: i64, xmax: i64, mut in_progress: Vec<i64>) -> Self {
+        in_progress.sort_unstable();
+        in_progress.dedup();
+        let mut position = StreamPosition {
+            after: EventPosition { txid: xmin, id: 0 },
+            shown: Some(Shown { xmax, in_progress }),
+        };
+        position.normalise();
+        position
+    }
+
+    /// Whether a stream here still has to get the event at `position`.
+    pub fn wants(&self, position: EventPosition) -> bool {
+        position > self.after && !self.shown.as_ref().is_some_and(|s| s.shows(position.txid))
+    }
+
+    /// Moves past `position` (an event handed on or skipped, or a horizon).
+    pub fn advance(&mut self, position: EventPosition) {
+        if position > self.after {
+            self.after = position;
+            self.normalise();
+        }
+    }
+
+    /// Forgets what is behind: in-progress transactions before the
+    /// position, and the snapshot once the position has passed its `xmax`.
+    fn normalise(&mut self) {
+        let after = self.after;
+        if let Some(shown) = &mut self.shown {
+            if after >= (EventPosition { txid: shown.xmax, id: 0 }) {
+                self.shown = None;
+            } else {
+                shown.in_progress.retain(|&txid| txid >= after.txid);
+            }
+        }
+    }
+}
 
 /// Which events a stream wants.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -103,6 +183,89 @@ struct LogRow {
     comment: Option<String>,
 }
 
+/// The text of a log read whose events also satisfy `$condition` (an
+/// index serves each kind of filter: every event, one case, one account).
+macro_rules! read_log_sql {
+    ($condition:literal) => {
+        concat!(
+            "WITH h AS MATERIALIZED ( \
+                 SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) \
+             SELECT h.xmin::text::bigint AS horizon, \
+                    r.pruned_through_txid, r.pruned_through_id, e.fetched, \
+                    e.id, e.txid::text::bigint AS txid, e.case_id, e.case_number, \
+                    e.account_id, e.action, e.actor, e.occur_time, e.etag, e.changes, \
+                    e.comment \
+             FROM h CROSS JOIN ( \
+                 SELECT pruned_through_txid, pruned_through_id \
+                 FROM case_event_retention LIMIT 1) r \
+             LEFT JOIN LATERAL ( \
+                 SELECT * FROM ( \
+                     SELECT l.*, count(*) OVER () AS fetched, \
+                            sum(pg_column_size(l.changes)) OVER (ORDER BY l.txid, l.id) \
+                              - pg_column_size(l.changes) AS bytes_before \
+                     FROM ( \
+                         SELECT * FROM case_events e \
+                         WHERE (e.txid, e.id) > ($after_txid::text::xid8, $after_id) \
+                           AND e.txid < h.xmin ",
+            $condition,
+            " \
+                           AND ($accounts::text[] IS NULL OR e.account_id = ANY($accounts)) \
+                           AND ($shown_xmax::bigint IS NULL \
+                                OR e.txid >= $shown_xmax::text::xid8 \
+                                OR e.txid::text::bigint = ANY($shown_in_progress)) \
+                         ORDER BY e.txid, e.id \
+                         LIMIT $limit) l) w \
+                 WHERE w.bytes_before < $bytes) e ON true \
+             ORDER BY e.txid, e.id"
+        )
+    };
+}
+
+statement! {
+    /// Every event after a position, below the horizon.
+    struct ReadLog<'a> {
+        after_txid: BigInt = i64,
+        after_id: BigInt = i64,
+        accounts: Nullable<Array<Text>> = Option<&'a [String]>,
+        shown_xmax: Nullable<BigInt> = Option<i64>,
+        shown_in_progress: Array<BigInt> = &'a [i64],
+        limit: BigInt = i64,
+        bytes: BigInt = i64,
+    }
+    read_log_sql!("")
+}
+
+statement! {
+    /// One case's events after a position, below the horizon.
+    struct ReadCaseLog<'a> {
+        case_id: SqlUuid = Uuid,
+        account_id: Nullable<Text> = Option<&'a str>,
+        after_txid: BigInt = i64,
+        after_id: BigInt = i64,
+        accounts: Nullable<Array<Text>> = Option<&'a [String]>,
+        shown_xmax: Nullable<BigInt> = Option<i64>,
+        shown_in_progress: Array<BigInt> = &'a [i64],
+        limit: BigInt = i64,
+        bytes: BigInt = i64,
+    }
+    read_log_sql!("AND e.case_id = $case_id AND ($account_id::text IS NULL OR e.account_id = $account_id)")
+}
+
+statement! {
+    /// One account's events after a position, below the horizon.
+    struct ReadAccountLog<'a> {
+        account_id: Text = &'a str,
+        after_txid: BigInt = i64,
+        after_id: BigInt = i64,
+        accounts: Nullable<Array<Text>> = Option<&'a [String]>,
+        shown_xmax: Nullable<BigInt> = Option<i64>,
+        shown_in_progress: Array<BigInt> = &'a [i64],
+        limit: BigInt = i64,
+        bytes: BigInt = i64,
+    }
+    read_log_sql!("AND e.account_id = $account_id")
+}
+
 impl LogRow {
     fn event(self) -> Option<Result<StoredEvent, StoreError>> {
         Some(
@@ -137,6 +300,16 @@ pub struct LogBounds {
     pub pruned_through: EventPosition,
 }
 
+statement! {
+    /// The log's horizon, end and pruning mark.
+    struct Bounds {}
+    "WITH s AS MATERIALIZED (SELECT pg_current_snapshot() AS s) \
+     SELECT pg_snapshot_xmin(s.s)::text::bigint AS horizon, \
+            pg_snapshot_xmax(s.s)::text::bigint AS next, \
+            r.pruned_through_txid, r.pruned_through_id \
+     FROM s CROSS JOIN case_event_retention r"
+}
+
 #[derive(QueryableByName)]
 struct Horizon {
     #[diesel(sql_type = BigInt)]
@@ -149,17 +322,37 @@ struct Horizon {
     pruned_through_id: i64,
 }
 
-#[derive(QueryableByName)]
-struct SnapshotXmax {
-    #[diesel(sql_type = BigInt)]
-    xmax: i64,
+statement! {
+    /// This statement's snapshot (the transaction's, when it is the first
+    /// statement of a repeatable-read transaction).
+    struct CurrentSnapshot {}
+    "WITH s AS MATERIALIZED (SELECT pg_current_snapshot() AS s) \
+     SELECT pg_snapshot_xmin(s.s)::text::bigint AS xmin, \
+            pg_snapshot_xmax(s.s)::text::bigint AS xmax, \
+            ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(s.s) AS x ORDER BY 1) \
+              AS in_progress \
+     FROM s"
 }
 
-/// The advisory lock event writers hold shared (see `lock_for_event`).
-const EVENT_WRITERS_LOCK: (i32, i32) = (470_441_473, 0);
+#[derive(QueryableByName)]
+struct SnapshotRow {
+    #[diesel(sql_type = BigInt)]
+    xmin: i64,
+    #[diesel(sql_type = BigInt)]
+    xmax: i64,
+    #[diesel(sql_type = Array<BigInt>)]
+    in_progress: Vec<i64>,
+}
+
+impl SnapshotRow {
+    /// The stream position of this snapshot: after everything it shows.
+    fn position(self) -> StreamPosition {
+        StreamPosition::after_snapshot(self.xmin, self.xmax, self.in_progress)
+    }
+}
 
 impl Store {
-    /// Up to `limit` events after `after` that pass `filter`, below the
+    /// Up to `limit` events after `from` that pass `filter`, below the
     /// horizon, with the horizon and the pruning mark — one statement, so the
     /// horizon is the one the events were read below.
     ///
@@ -168,48 +361,62 @@ impl Store {
     /// as ~1800 rows, which once priced this short read like a report.
     pub async fn read_log(
         &self,
-        after: EventPosition,
+        from: &StreamPosition,
         filter: &EventFilter,
         limit: usize,
     ) -> Result<LogPage, StoreError> {
-        let mut conn = self.conn().await?;
-        let rows: Vec<LogRow> = diesel::sql_query(
-            "WITH h AS MATERIALIZED ( \
-                 SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) \
-             SELECT h.xmin::text::bigint AS horizon, \
-                    r.pruned_through_txid, r.pruned_through_id, e.fetched, \
-                    e.id, e.txid::text::bigint AS txid, e.case_id, e.case_number, \
-                    e.account_id, e.action, e.actor, e.occur_time, e.etag, e.changes, \
-                    e.comment \
-             FROM h CROSS JOIN ( \
-                 SELECT pruned_through_txid, pruned_through_id \
-                 FROM case_event_retention LIMIT 1) r \
-             LEFT JOIN LATERAL ( \
-                 SELECT * FROM ( \
-                     SELECT l.*, count(*) OVER () AS fetched, \
-                            sum(pg_column_size(l.changes)) OVER (ORDER BY l.txid, l.id) \
-                              - pg_column_size(l.changes) AS bytes_before \
-                     FROM ( \
-                         SELECT * FROM case_events e \
-                         WHERE (e.txid, e.id) > ($1::text::xid8, $2) \
-                           AND e.txid < h.xmin \
-                           AND ($3::uuid IS NULL OR e.case_id = $3) \
-                           AND ($4::text IS NULL OR e.account_id = $4) \
-                           AND ($5::text[] IS NULL OR e.account_id = ANY($5)) \
-                         ORDER BY e.txid, e.id \
-                         LIMIT $6) l) w \
-                 WHERE w.bytes_before < $7) e ON true \
-             ORDER BY e.txid, e.id",
-        )
-        .bind::<Text, _>(after.txid.to_string())
-        .bind::<BigInt, _>(after.id)
-        .bind::<Nullable<SqlUuid>, _>(filter.case_id)
-        .bind::<Nullable<Text>, _>(filter.account_id.as_deref())
-        .bind::<Nullable<Array<Text>>, _>(filter.accounts.as_deref())
-        .bind::<BigInt, _>(i64::try_from(limit).unwrap_or(i64::MAX))
-        .bind::<BigInt, _>(LOG_PAGE_BYTES)
-        .load(&mut conn)
-        .await?;
+        let mut session = self.session(None, Mode::ReadOnly).await?;
+        let after = from.after;
+        let accounts = filter.accounts.as_deref();
+        let (shown_xmax, shown_in_progress) = match &from.shown {
+            Some(shown) => (Some(shown.xmax), shown.in_progress.as_slice()),
+            None => (None, &[][..]),
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<LogRow> = match (filter.case_id, &filter.account_id) {
+            (Some(case_id), _) => {
+                session
+                    .rows(ReadCaseLog {
+                        case_id,
+                        account_id: filter.account_id.as_deref(),
+                        after_txid: after.txid,
+                        after_id: after.id,
+                        accounts,
+                        shown_xmax,
+                        shown_in_progress,
+                        limit,
+                        bytes: LOG_PAGE_BYTES,
+                    })
+                    .await?
+            }
+            (None, Some(account_id)) => {
+                session
+                    .rows(ReadAccountLog {
+                        account_id,
+                        after_txid: after.txid,
+                        after_id: after.id,
+                        accounts,
+                        shown_xmax,
+                        shown_in_progress,
+                        limit,
+                        bytes: LOG_PAGE_BYTES,
+                    })
+                    .await?
+            }
+            (None, None) => {
+                session
+                    .rows(ReadLog {
+                        after_txid: after.txid,
+                        after_id: after.id,
+                        accounts,
+                        shown_xmax,
+                        shown_in_progress,
+                        limit,
+                        bytes: LOG_PAGE_BYTES,
+                    })
+                    .await?
+            }
+        };
         let Some(first) = <[LogRow]>::first(&rows) else {
             return Err(StoreError::Corrupt(
                 "the event log read returned no row".into(),
@@ -224,6 +431,7 @@ impl Store {
             txid: first.pruned_through_txid,
             id: first.pruned_through_id,
         };
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         let events = rows
             .into_iter()
             .filter_map(LogRow::event)
@@ -241,16 +449,8 @@ impl Store {
 
     /// The current horizon, end and pruning mark of the log.
     pub async fn log_bounds(&self) -> Result<LogBounds, StoreError> {
-        let mut conn = self.conn().await?;
-        let row: Horizon = diesel::sql_query(
-            "WITH s AS MATERIALIZED (SELECT pg_current_snapshot() AS s) \
-             SELECT pg_snapshot_xmin(s.s)::text::bigint AS horizon, \
-                    pg_snapshot_xmax(s.s)::text::bigint AS next, \
-                    r.pruned_through_txid, r.pruned_through_id \
-             FROM s CROSS JOIN case_event_retention r",
-        )
-        .get_result(&mut conn)
-        .await?;
+        let mut session = self.session(None, Mode::ReadOnly).await?;
+        let row: Horizon = session.row(Bounds {}).await?;
         Ok(LogBounds {
             horizon: EventPosition {
                 txid: row.horizon,
@@ -267,98 +467,62 @@ impl Store {
         })
     }
 
-    /// The position of this instant: every event committed before the call
-    /// is before it, every event committed after is at or after it. A
-    /// stream "from now" starts here; starting at the horizon instead would
-    /// replay events that committed before the stream opened whenever an
-    /// older transaction (anywhere on the server) was still running.
-    ///
-    /// Like a snapshot, it holds the event writers' lock exclusively for an
-    /// instant, so no event writer is in flight when the transaction id
-    /// counter is read: writers wait for that one statement.
-    pub async fn log_now(&self) -> Result<EventPosition, StoreError> {
-        let mut conn = self.conn().await?;
-        let (class, object) = EVENT_WRITERS_LOCK;
-        conn.transaction(async |conn| {
-            diesel::sql_query(format!("SELECT pg_advisory_xact_lock({class}, {object})"))
-                .execute(conn)
-                .await?;
-            // A statement of its own: its snapshot is taken after the lock.
-            let xmax: SnapshotXmax = diesel::sql_query(
-                "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax",
-            )
-            .get_result(conn)
-            .await?;
-            Ok(EventPosition {
-                txid: xmax.xmax,
-                id: 0,
-            })
-        })
-        .await
+    /// The stream position of this instant: a stream from here gets every
+    /// event committed after the call and none committed before — the
+    /// events of this instant's snapshot are skipped, however their
+    /// transaction ids interleave with those still running. No lock: writers
+    /// never wait for a stream to open.
+    pub async fn stream_now(&self) -> Result<StreamPosition, StoreError> {
+        let mut session = self.session(None, Mode::ReadOnly).await?;
+        let row: SnapshotRow = session.row(CurrentSnapshot {}).await?;
+        Ok(row.position())
     }
 
     /// Reads the cases passing `filter` as of one snapshot, in pages of
-    /// `page` cases handed to `sink`, and returns the log position that
-    /// snapshot stands at: it shows exactly the events before it.
-    ///
-    /// The snapshot is taken while holding the event writers' lock
-    /// exclusively, so no event writer is in flight: every event with a txid
-    /// below the snapshot's xmax is in it, every later one is not. Writers
-    /// wait only for that instant (one statement).
+    /// `page` cases handed to `sink`, and returns the stream position of
+    /// that snapshot: a stream from there gets exactly the events the
+    /// snapshot does not show. No lock: writers never wait for it.
     pub async fn snapshot_cases<F, Fut>(
         &self,
         filter: &EventFilter,
         page: usize,
         mut sink: F,
-    ) -> Result<EventPosition, StoreError>
+    ) -> Result<StreamPosition, StoreError>
     where
         F: FnMut(Vec<Case>) -> Fut + Send,
         Fut: std::future::Future<Output = bool> + Send,
     {
-        let mut conn = self.conn().await?;
-        let (class, object) = EVENT_WRITERS_LOCK;
-        diesel::sql_query(format!("SELECT pg_advisory_lock({class}, {object})"))
-            .execute(&mut conn)
-            .await?;
-        let filter = filter.clone();
-        let result = conn
-            .build_transaction()
-            .repeatable_read()
-            .read_only()
-            .run(async |conn| {
-                // The first statement fixes the transaction's snapshot.
-                let xmax: SnapshotXmax = diesel::sql_query(
-                    "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax",
-                )
-                .get_result(conn)
-                .await?;
-                diesel::sql_query(format!("SELECT pg_advisory_unlock({class}, {object})"))
-                    .execute(conn)
+        let mut session = Session::repeatable_read(self.conn().await?);
+        let result = async {
+            // The first statement fixes the transaction's snapshot.
+            let snapshot: SnapshotRow = session.row(CurrentSnapshot {}).await?;
+            let mut after: Option<Uuid> = None;
+            let limit = i64::try_from(page).unwrap_or(i64::MAX);
+            loop {
+                let rows: Vec<Loaded> = session
+                    .rows(CasesWithLines {
+                        cases: SnapshotCases {
+                            filter,
+                            after,
+                            limit,
+                        },
+                        order: PageOrder::ById,
+                    })
                     .await?;
-                let mut after: Option<Uuid> = None;
-                loop {
-                    let cases = snapshot_page(conn, &filter, after, page).await?;
-                    let done = cases.len() < page;
-                    after = cases.last().map(|case| case.id);
-                    if !cases.is_empty() && !sink(cases).await {
-                        break;
-                    }
-                    if done {
-                        break;
-                    }
+                let cases = cases_of(rows)?;
+                let done = cases.len() < page;
+                after = cases.last().map(|case| case.id);
+                if !cases.is_empty() && !sink(cases).await {
+                    break;
                 }
-                Ok::<_, StoreError>(EventPosition {
-                    txid: xmax.xmax,
-                    id: 0,
-                })
-            })
-            .await;
-        if result.is_err() {
-            // The session lock may still be held: never give this
-            // connection back to the pool.
-            let _ = diesel_async::pooled_connection::deadpool::Object::take(conn);
+                if done {
+                    break;
+                }
+            }
+            Ok::<_, StoreError>(snapshot.position())
         }
-        result
+        .await;
+        session.finish(result).await
     }
 
     /// Prunes events older than `cutoff` (only below the horizon, and only
@@ -402,36 +566,40 @@ impl Store {
     }
 }
 
-/// One page of snapshot cases, ordered by id, with their lines.
-async fn snapshot_page(
-    conn: &mut diesel_async::AsyncPgConnection,
-    filter: &EventFilter,
+/// One page of snapshot cases (their case columns), by id.
+struct SnapshotCases<'a> {
+    filter: &'a EventFilter,
     after: Option<Uuid>,
-    limit: usize,
-) -> Result<Vec<Case>, StoreError> {
-    use diesel::{ExpressionMethods, QueryDsl, SelectableHelper};
+    limit: i64,
+}
 
-    use super::schema::invoice_cases;
+impl QueryId for SnapshotCases<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
 
-    let mut query = invoice_cases::table
-        .select(CaseRow::as_select())
-        .into_boxed::<diesel::pg::Pg>();
-    if let Some(id) = filter.case_id {
-        query = query.filter(invoice_cases::id.eq(id));
+impl QueryFragment<Pg> for SnapshotCases<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("SELECT * FROM invoice_cases WHERE true");
+        if let Some(id) = &self.filter.case_id {
+            out.push_sql(" AND id = ");
+            out.push_bind_param::<SqlUuid, _>(id)?;
+        }
+        if let Some(account) = &self.filter.account_id {
+            out.push_sql(" AND account_id = ");
+            out.push_bind_param::<Text, _>(account)?;
+        }
+        if let Some(accounts) = &self.filter.accounts {
+            out.push_sql(" AND account_id = ANY(");
+            out.push_bind_param::<Array<Text>, _>(accounts)?;
+            out.push_sql(")");
+        }
+        if let Some(after) = &self.after {
+            out.push_sql(" AND id > ");
+            out.push_bind_param::<SqlUuid, _>(after)?;
+        }
+        out.push_sql(" ORDER BY id LIMIT ");
+        out.push_bind_param::<BigInt, _>(&self.limit)?;
+        Ok(())
     }
-    if let Some(account) = &filter.account_id {
-        query = query.filter(invoice_cases::account_id.eq(account.clone()));
-    }
-    if let Some(accounts) = &filter.accounts {
-        query = query.filter(invoice_cases::account_id.eq_any(accounts.clone()));
-    }
-    if let Some(after) = after {
-        query = query.filter(invoice_cases::id.gt(after));
-    }
-    let rows: Vec<CaseRow> = query
-        .order(invoice_cases::id.asc())
-        .limit(i64::try_from(limit).unwrap_or(i64::MAX))
-        .load(conn)
-        .await?;
-    cases::with_lines(conn, rows).await
 }

@@ -1,20 +1,16 @@
 //! The event log: one row per committed action, and a case's history.
 
-use chrono::{DateTime, Utc};
-use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
-
-use uuid::Uuid;
-
 use std::time::Duration;
 
+use diesel::sql_types::{BigInt, Uuid as SqlUuid};
+use uuid::Uuid;
+
 use super::{
-    MutationMeta, Store, StoreError,
-    cases::set_local_timeout,
-    rows::{EventRow, NewEventRow, StoredEvent},
-    schema::case_events,
+    Store, StoreError,
+    rows::{EventRow, StoredEvent},
+    session::Mode,
+    statement::statement,
 };
-use crate::domain::Decision;
 
 /// One page of a case's history.
 #[derive(Debug, Clone)]
@@ -24,31 +20,16 @@ pub struct EventPage {
     pub next_after: Option<i64>,
 }
 
-/// Writes the event of a decision, in the action's transaction.
-pub(super) async fn insert(
-    conn: &mut AsyncPgConnection,
-    decision: &Decision,
-    meta: &MutationMeta,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let case = &decision.case;
-    let changes = serde_json::to_value(&decision.changes)
-        .map_err(|e| StoreError::Corrupt(format!("event changes: {e}")))?;
-    diesel::insert_into(case_events::table)
-        .values(NewEventRow {
-            case_id: case.id,
-            case_number: &case.number,
-            account_id: &case.account_id,
-            action: decision.action.as_str(),
-            actor: &meta.actor,
-            occur_time: now,
-            etag: case.etag(),
-            changes,
-            comment: meta.comment.as_deref(),
-        })
-        .execute(conn)
-        .await?;
-    Ok(())
+statement! {
+    /// A page of a case's events, oldest first.
+    struct CaseEvents {
+        case_id: SqlUuid = Uuid,
+        after: BigInt = i64,
+        limit: BigInt = i64,
+    }
+    "SELECT id, txid::text::bigint AS txid, case_id, case_number, account_id, action, actor, \
+            occur_time, etag, changes, comment \
+     FROM case_events WHERE case_id = $case_id AND id > $after ORDER BY id LIMIT $limit"
 }
 
 impl Store {
@@ -63,29 +44,15 @@ impl Store {
         timeout: Option<Duration>,
     ) -> Result<EventPage, StoreError> {
         let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
-        let load = async |conn: &mut AsyncPgConnection| -> Result<Vec<EventRow>, StoreError> {
-            Ok(case_events::table
-                .filter(case_events::case_id.eq(case_id))
-                .filter(case_events::id.gt(after.unwrap_or(0)))
-                .order(case_events::id.asc())
-                .limit(fetch)
-                .select(EventRow::as_select())
-                .load(conn)
-                .await?)
-        };
-        let mut conn = self.conn().await?;
-        let rows = match timeout {
-            None => load(&mut conn).await?,
-            Some(timeout) => {
-                conn.build_transaction()
-                    .read_only()
-                    .run(async |conn| {
-                        set_local_timeout(conn, timeout).await?;
-                        load(conn).await
-                    })
-                    .await?
-            }
-        };
+        let mut session = self.session(timeout, Mode::ReadOnly).await?;
+        let rows: Result<Vec<EventRow>, StoreError> = session
+            .rows(CaseEvents {
+                case_id,
+                after: after.unwrap_or(0),
+                limit: fetch,
+            })
+            .await;
+        let rows = session.finish(rows).await?;
         let more = rows.len() > limit;
         let events = rows
             .into_iter()

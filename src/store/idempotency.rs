@@ -52,29 +52,6 @@ pub(super) async fn find(
         .map_err(|e| StoreError::Corrupt(format!("stored response: {e}")))
 }
 
-/// Stores the response of a request.
-pub(super) async fn insert(
-    conn: &mut AsyncPgConnection,
-    key: &Idempotency,
-    actor: &str,
-    case: &Case,
-) -> Result<(), StoreError> {
-    let response =
-        serde_json::to_value(case).map_err(|e| StoreError::Corrupt(format!("response: {e}")))?;
-    diesel::insert_into(idempotency_records::table)
-        .values((
-            idempotency_records::request_id.eq(key.request_id),
-            idempotency_records::actor.eq(actor),
-            idempotency_records::method.eq(key.method),
-            idempotency_records::fingerprint.eq(&key.fingerprint),
-            idempotency_records::case_id.eq(case.id),
-            idempotency_records::response.eq(response),
-        ))
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
 /// Deletes records older than `retention`; returns how many.
 pub(super) async fn prune(
     conn: &mut AsyncPgConnection,

@@ -1,6 +1,7 @@
-//! PostgreSQL storage: every action is one transaction that locks the case,
-//! lets the domain decide, and writes the changed rows, the event and the
-//! idempotency record together.
+//! PostgreSQL storage: every action reads its case (one statement), lets the
+//! domain decide, and writes the changed rows, the event and the
+//! idempotency record together (one statement, one transaction) — if the
+//! case is still as it was read; else it reads and decides again.
 //!
 //! Error policy: queries return [`StoreError`]; the API layer maps it to a
 //! gRPC status in one place. Database causes are kept for the log and never
@@ -10,15 +11,20 @@ mod cases;
 mod event_log;
 mod events;
 mod idempotency;
+mod load;
 mod pool;
 pub mod rows;
 pub mod schema;
+mod session;
+#[macro_use]
+mod statement;
+mod write;
 
 use diesel::result::DatabaseErrorKind;
 use uuid::Uuid;
 
 pub use cases::{CaseFilter, CasePage, CasePageKey, Comparison, MutationMeta, Request};
-pub use event_log::{EventFilter, LogBounds, LogPage};
+pub use event_log::{EventFilter, LogBounds, LogPage, Shown, StreamPosition};
 pub use events::EventPage;
 pub use idempotency::Idempotency;
 pub use pool::{PoolSettings, Store, run_migrations};
@@ -75,6 +81,9 @@ pub enum StoreError {
     /// The statement timeout (the client's deadline) ended the transaction.
     #[error("the deadline expired while the database was working")]
     DeadlineExceeded,
+    /// The case kept changing between reading it and writing the action.
+    #[error("the case changed too often while the action was decided")]
+    Contention,
     /// Stored data this version cannot read.
     #[error("{0}")]
     Corrupt(String),

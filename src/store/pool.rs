@@ -1,6 +1,14 @@
 //! The connection pool and the embedded migrations.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::sync::Notify;
 
 use diesel::Connection;
 use diesel_async::{AsyncConnection, SimpleAsyncConnection};
@@ -14,7 +22,10 @@ use diesel_async::{
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-use super::StoreError;
+use super::{
+    StoreError,
+    session::{Mode, Session},
+};
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -50,6 +61,26 @@ impl Default for PoolSettings {
 pub struct Store {
     pool: Pool<AsyncPgConnection>,
     database_url: String,
+    signals: Arc<Signals>,
+}
+
+/// What writers tell the event log's readers.
+#[derive(Debug)]
+struct Signals {
+    /// Woken after every committed action of this process.
+    commits: Notify,
+    /// Whether another replica's readers want a notification per action
+    /// (until the watch listener knows, they may).
+    notify_replicas: AtomicBool,
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Signals {
+            commits: Notify::new(),
+            notify_replicas: AtomicBool::new(true),
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -102,7 +133,40 @@ impl Store {
         Ok(Store {
             pool,
             database_url: database_url.to_owned(),
+            signals: Arc::default(),
         })
+    }
+
+    /// A session on a pooled connection, bounded by `timeout` when given
+    /// (see [`Session`]).
+    pub(super) async fn session(
+        &self,
+        timeout: Option<Duration>,
+        mode: Mode,
+    ) -> Result<Session, StoreError> {
+        Ok(Session::new(self.conn().await?, timeout, mode))
+    }
+
+    /// Tells this process's event log reader that an action committed.
+    pub(super) fn committed(&self) {
+        self.signals.commits.notify_one();
+    }
+
+    /// Resolves after an action of this process commits (or at once, when
+    /// one committed since the last call).
+    pub async fn next_commit(&self) {
+        self.signals.commits.notified().await;
+    }
+
+    /// Whether actions notify other replicas' event log readers.
+    pub(super) fn notify_replicas(&self) -> bool {
+        AtomicBool::load(&self.signals.notify_replicas, Ordering::Relaxed)
+    }
+
+    /// Sets whether actions notify other replicas' event log readers (true
+    /// while another replica has watch streams).
+    pub fn set_notify_replicas(&self, notify: bool) {
+        self.signals.notify_replicas.store(notify, Ordering::Relaxed);
     }
 
     /// A pooled connection, or UNAVAILABLE when the database cannot be

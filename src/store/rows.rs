@@ -79,13 +79,14 @@ pub struct LineRow {
     pub update_time: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = case_events, check_for_backend(diesel::pg::Pg))]
 pub struct EventRow {
     pub id: i64,
     /// The writing transaction (xid8, read as a number).
     #[diesel(select_expression = diesel::dsl::sql::<diesel::sql_types::BigInt>("case_events.txid::text::bigint"))]
     #[diesel(select_expression_type = diesel::expression::SqlLiteral<diesel::sql_types::BigInt>)]
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub txid: i64,
     pub case_id: Uuid,
     pub case_number: String,
@@ -303,6 +304,96 @@ impl EventRow {
             changes: serde_json::from_value(self.changes)
                 .map_err(|e| StoreError::Corrupt(format!("event changes: {e}")))?,
             comment: self.comment,
+        })
+    }
+}
+
+/// Reads a row's columns by position, one after the other from a start
+/// column (rows of the statements in `load.rs` carry several records side
+/// by side).
+pub(super) struct Columns<'r, R> {
+    row: &'r R,
+    index: usize,
+}
+
+impl<'r, 'a, R: diesel::row::Row<'a, diesel::pg::Pg>> Columns<'r, R> {
+    pub fn new(row: &'r R, start: usize) -> Self {
+        Columns { row, index: start }
+    }
+
+    /// The next column, as `T` from SQL type `ST`.
+    pub fn next<ST, T>(&mut self) -> diesel::deserialize::Result<T>
+    where
+        T: diesel::deserialize::FromSql<ST, diesel::pg::Pg>,
+    {
+        use diesel::row::Field;
+        let index = self.index;
+        self.index += 1;
+        let field = diesel::row::Row::get(self.row, index)
+            .ok_or_else(|| format!("the row has no column {index}"))?;
+        T::from_nullable_sql(field.value())
+    }
+}
+
+impl CaseRow {
+    /// The 21 columns of a case, in table order.
+    pub(super) fn read<'a>(
+        c: &mut Columns<'_, impl diesel::row::Row<'a, diesel::pg::Pg>>,
+    ) -> diesel::deserialize::Result<Self> {
+        use diesel::sql_types::{BigInt, Nullable, SmallInt, Text, Timestamptz, Uuid as SqlUuid};
+        Ok(CaseRow {
+            id: c.next::<SqlUuid, _>()?,
+            number: c.next::<Text, _>()?,
+            state: c.next::<Text, _>()?,
+            account_id: c.next::<Text, _>()?,
+            contact_id: c.next::<Nullable<Text>, _>()?,
+            invoice_number: c.next::<Nullable<Text>, _>()?,
+            request_source: c.next::<Text, _>()?,
+            short_description: c.next::<Text, _>()?,
+            description: c.next::<Nullable<Text>, _>()?,
+            priority: c.next::<SmallInt, _>()?,
+            currency_code: c.next::<Text, _>()?,
+            assigned_to: c.next::<Nullable<Text>, _>()?,
+            opened_by: c.next::<Text, _>()?,
+            resolution_code: c.next::<Nullable<Text>, _>()?,
+            resolution_notes: c.next::<Nullable<Text>, _>()?,
+            create_time: c.next::<Timestamptz, _>()?,
+            update_time: c.next::<Timestamptz, _>()?,
+            submit_time: c.next::<Nullable<Timestamptz>, _>()?,
+            resolve_time: c.next::<Nullable<Timestamptz>, _>()?,
+            close_time: c.next::<Nullable<Timestamptz>, _>()?,
+            revision: c.next::<BigInt, _>()?,
+        })
+    }
+}
+
+impl LineRow {
+    /// The 18 columns of a line, in table order.
+    pub(super) fn read<'a>(
+        c: &mut Columns<'_, impl diesel::row::Row<'a, diesel::pg::Pg>>,
+    ) -> diesel::deserialize::Result<Self> {
+        use diesel::sql_types::{
+            Integer, Nullable, Numeric, Text, Timestamptz, Uuid as SqlUuid,
+        };
+        Ok(LineRow {
+            id: c.next::<SqlUuid, _>()?,
+            case_id: c.next::<SqlUuid, _>()?,
+            position: c.next::<Integer, _>()?,
+            number: c.next::<Text, _>()?,
+            state: c.next::<Text, _>()?,
+            dispute_code: c.next::<Text, _>()?,
+            invoice_line_ref: c.next::<Nullable<Text>, _>()?,
+            invoice_number: c.next::<Nullable<Text>, _>()?,
+            short_description: c.next::<Text, _>()?,
+            invoiced_amount: c.next::<Numeric, _>()?,
+            disputed_amount: c.next::<Numeric, _>()?,
+            approved_amount: c.next::<Nullable<Numeric>, _>()?,
+            invoiced_quantity: c.next::<Nullable<Numeric>, _>()?,
+            disputed_quantity: c.next::<Nullable<Numeric>, _>()?,
+            resolution_code: c.next::<Nullable<Text>, _>()?,
+            resolution_notes: c.next::<Nullable<Text>, _>()?,
+            create_time: c.next::<Timestamptz, _>()?,
+            update_time: c.next::<Timestamptz, _>()?,
         })
     }
 }

@@ -24,7 +24,7 @@ use crate::{
     auth::Caller,
     domain::values::{MAX_IDENTIFIER, identifier},
     pb::{self, watch_state_changes_request::Start},
-    store::{EventFilter, EventPosition, Store},
+    store::{EventFilter, EventPosition, Store, StreamPosition},
 };
 
 /// The notification channel the `case_events` trigger notifies.
@@ -79,7 +79,7 @@ impl WatchHub {
         let wake = Arc::new(Notify::new());
         let tasks = vec![
             tokio::spawn(read_log(shared.clone(), wake.clone())),
-            tokio::spawn(listen(database_url, wake)),
+            tokio::spawn(listen(shared.clone(), database_url, wake)),
         ];
         (
             WatchHub {
@@ -129,7 +129,7 @@ impl WatchHub {
         let db_error = |e| status::store(e, &request.case_id);
         let start = match request.start {
             None | Some(Start::FromBeginning(false) | Start::WithSnapshot(false)) => {
-                subscriber::Start::At(store.log_now().await.map_err(db_error)?)
+                subscriber::Start::At(store.stream_now().await.map_err(db_error)?)
             }
             Some(Start::AfterCursor(text)) => {
                 let position =
@@ -138,20 +138,26 @@ impl WatchHub {
                 // Cursors between the horizon and the end are fine (a
                 // snapshot's marker, an event whose older neighbours are
                 // still in flight): the stream waits for the horizon.
-                if position > bounds.next {
+                let ahead = |p: EventPosition| p > bounds.next;
+                if ahead(position.after)
+                    || position
+                        .shown
+                        .as_ref()
+                        .is_some_and(|shown| shown.xmax > bounds.next.txid)
+                {
                     return Err(status::invalid_field(
                         "after_cursor",
                         "is ahead of the event log: not a cursor of this service's database",
                     ));
                 }
-                if position < bounds.pruned_through {
+                if position.after < bounds.pruned_through {
                     return Err(subscriber::cursor_expired(bounds.pruned_through));
                 }
                 subscriber::Start::At(position)
             }
             Some(Start::FromBeginning(true)) => {
                 let bounds = store.log_bounds().await.map_err(db_error)?;
-                subscriber::Start::At(bounds.pruned_through)
+                subscriber::Start::At(StreamPosition::at(bounds.pruned_through))
             }
             Some(Start::WithSnapshot(true)) => subscriber::Start::Snapshot,
         };
@@ -187,6 +193,13 @@ impl Drop for StreamGuard {
 
 /// The one reader: reads every new event once, in stream order, and
 /// publishes it with the horizon it was read below.
+///
+/// It reads when woken — by an action of this process, by another
+/// replica's notification — and at least every poll interval. While no
+/// stream listens it reads nothing but, once per poll interval, the
+/// horizon, and moves there: a stream that starts later catches up from
+/// the database by its own position, which is never behind the horizon the
+/// reader moved to before the stream subscribed.
 async fn read_log(shared: Arc<Shared>, wake: Arc<Notify>) {
     let settings = &shared.settings;
     let mut shutdown = shared.shutdown.clone();
@@ -200,16 +213,39 @@ async fn read_log(shared: Arc<Shared>, wake: Arc<Notify>) {
             }
         }
     };
+    let mut next_poll = tokio::time::Instant::now() + settings.poll_interval;
     loop {
-        tokio::select! {
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(settings.poll_interval) => {}
+        let polled = tokio::select! {
+            _ = wake.notified() => false,
+            _ = shared.store.next_commit() => false,
+            _ = tokio::time::sleep_until(next_poll) => true,
             _ = shut_down(&mut shutdown) => return,
+        };
+        if polled {
+            next_poll = tokio::time::Instant::now() + settings.poll_interval;
+        }
+        if shared.ring.receiver_count() == 0 {
+            if polled {
+                match shared.store.log_bounds().await {
+                    // Checked after the read: a stream that subscribes from
+                    // here on reads a horizon at least as new.
+                    Ok(bounds) if shared.ring.receiver_count() == 0 => {
+                        position = position.max(bounds.horizon);
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "watch reader cannot read the log horizon"),
+                }
+            }
+            continue;
         }
         loop {
             let page = match shared
                 .store
-                .read_log(position, &EventFilter::default(), settings.read_batch)
+                .read_log(
+                    &StreamPosition::at(position),
+                    &EventFilter::default(),
+                    settings.read_batch,
+                )
                 .await
             {
                 Ok(page) => page,
@@ -232,7 +268,7 @@ async fn read_log(shared: Arc<Shared>, wake: Arc<Notify>) {
                     position,
                     case_id: event.case_id,
                     account_id: event.account_id.clone(),
-                    message: event_message(event, cursor::encode(position)),
+                    message: event_message(event, cursor::encode_event(position)),
                 };
                 // No receivers is fine: nobody watches.
                 let _ = shared.ring.send(Arc::new(published));
@@ -248,10 +284,19 @@ async fn read_log(shared: Arc<Shared>, wake: Arc<Notify>) {
     }
 }
 
+/// The advisory lock a replica's listener holds, shared, while the
+/// replica has watch streams: writers of other replicas then notify it.
+const PRESENCE_LOCK: (i64, i64) = (470_441_474, 0);
+
 /// Wakes the reader on every notification, on a connection of its own that
 /// reconnects by itself (and wakes the reader to catch up when it does).
-async fn listen(database_url: String, wake: Arc<Notify>) {
+///
+/// The same connection announces this replica's streams to the other
+/// replicas (an advisory lock held while it has any), and learns whether
+/// other replicas have streams — then this replica's actions notify them.
+async fn listen(shared: Arc<Shared>, database_url: String, wake: Arc<Notify>) {
     let mut backoff = Backoff::default();
+    let mut shutdown = shared.shutdown.clone();
     loop {
         match AsyncPgConnection::establish(&database_url).await {
             Ok(mut conn) => {
@@ -260,24 +305,96 @@ async fn listen(database_url: String, wake: Arc<Notify>) {
                     Ok(_) => {
                         backoff = Backoff::default();
                         wake.notify_one();
-                        let mut notifications = std::pin::pin!(conn.notifications_stream());
-                        while let Some(notification) = notifications.next().await {
-                            match notification {
-                                Ok(_) => wake.notify_one(),
+                        let mut present = false;
+                        loop {
+                            let lost = {
+                                let mut notifications = std::pin::pin!(conn.notifications_stream());
+                                let tick = tokio::time::sleep(shared.settings.poll_interval);
+                                tokio::pin!(tick);
+                                loop {
+                                    tokio::select! {
+                                        notification = notifications.next() => match notification {
+                                            Some(Ok(_)) => wake.notify_one(),
+                                            Some(Err(e)) => {
+                                                tracing::warn!(error = %e, "watch listener lost its connection");
+                                                break true;
+                                            }
+                                            None => break true,
+                                        },
+                                        _ = &mut tick => break false,
+                                        _ = shut_down(&mut shutdown) => return,
+                                    }
+                                }
+                            };
+                            if lost {
+                                break;
+                            }
+                            match presence(&mut conn, &shared, &mut present).await {
+                                Ok(others) => shared.store.set_notify_replicas(others),
                                 Err(e) => {
                                     tracing::warn!(error = %e, "watch listener lost its connection");
                                     break;
                                 }
                             }
                         }
+                        // Unknown until the listener is back: notify.
+                        shared.store.set_notify_replicas(true);
                     }
                     Err(e) => tracing::warn!(error = %e, "watch listener cannot LISTEN"),
                 }
             }
             Err(e) => tracing::warn!(error = %e, "watch listener cannot connect"),
         }
-        tokio::time::sleep(backoff.next()).await;
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next()) => {}
+            _ = shut_down(&mut shutdown) => return,
+        }
     }
+}
+
+/// Announces (or withdraws) this replica's streams, and tells whether
+/// another replica has streams.
+async fn presence(
+    conn: &mut AsyncPgConnection,
+    shared: &Shared,
+    present: &mut bool,
+) -> Result<bool, diesel::result::Error> {
+    use diesel::sql_types::{BigInt, Bool};
+    use diesel_async::RunQueryDsl;
+
+    #[derive(diesel::QueryableByName)]
+    struct Others {
+        #[diesel(sql_type = Bool)]
+        others: bool,
+    }
+
+    let (class, object) = PRESENCE_LOCK;
+    let wanted = AtomicUsize::load(&shared.streams, Ordering::Relaxed) > 0;
+    if wanted != *present {
+        let call = if wanted {
+            "SELECT pg_advisory_lock_shared($1::int, $2::int)"
+        } else {
+            "SELECT pg_advisory_unlock_shared($1::int, $2::int)"
+        };
+        diesel::sql_query(call)
+            .bind::<BigInt, _>(class)
+            .bind::<BigInt, _>(object)
+            .execute(conn)
+            .await?;
+        *present = wanted;
+    }
+    let others: Others = diesel::sql_query(
+        "SELECT count(*) > $3 AS others FROM pg_locks \
+         WHERE locktype = 'advisory' AND granted \
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+           AND classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 2",
+    )
+    .bind::<BigInt, _>(class)
+    .bind::<BigInt, _>(object)
+    .bind::<BigInt, _>(i64::from(*present))
+    .get_result(conn)
+    .await?;
+    Ok(others.others)
 }
 
 /// Exponential backoff from 100 ms to 5 s.

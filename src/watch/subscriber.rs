@@ -27,14 +27,14 @@ use crate::{
         status::{ERROR_DOMAIN, SERVER_SHUTTING_DOWN},
     },
     pb::{self, watch_state_changes_response::Kind},
-    store::{EventFilter, EventPosition, LogPage, StoreError},
+    store::{EventFilter, EventPosition, LogPage, StoreError, StreamPosition},
 };
 
 /// Where a stream starts.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) enum Start {
     /// After this position.
-    At(EventPosition),
+    At(StreamPosition),
     /// With a snapshot of the matching cases.
     Snapshot,
 }
@@ -58,7 +58,7 @@ pub(super) async fn run(shared: Arc<Shared>, filter: EventFilter, start: Start, 
         shared: shared.clone(),
         filter,
         tx: messages,
-        position: EventPosition { txid: 0, id: 0 },
+        position: StreamPosition::at(EventPosition { txid: 0, id: 0 }),
         last_sent: Instant::now(),
     };
     let result = match start {
@@ -82,8 +82,8 @@ struct Stream {
     filter: EventFilter,
     tx: mpsc::Sender<pb::WatchStateChangesResponse>,
     /// Every event up to here has been handed to the client's buffer or
-    /// filtered out.
-    position: EventPosition,
+    /// filtered out (or is shown by the snapshot the stream started from).
+    position: StreamPosition,
     last_sent: Instant,
 }
 
@@ -149,7 +149,7 @@ impl Stream {
         match result {
             Ok(position) => {
                 self.position = position;
-                let cursor = cursor::encode(position);
+                let cursor = cursor::encode(&self.position);
                 self.send(Kind::SnapshotComplete(pb::SnapshotComplete { cursor }))
                     .await
             }
@@ -190,7 +190,7 @@ impl Stream {
                         }
                     },
                     _ = tokio::time::sleep_until(progress_at) => {
-                        let cursor = cursor::encode(self.position);
+                        let cursor = cursor::encode(&self.position);
                         self.send(Kind::Progress(pb::Progress { cursor })).await?;
                     }
                     _ = shut_down(&mut shutdown) => {
@@ -213,18 +213,27 @@ impl Stream {
                 account_id,
                 message,
             } => {
-                if *position <= self.position {
+                if !self.position.wants(*position) {
+                    self.position.advance(*position);
                     return Ok(());
                 }
                 if self.filter.matches(*case_id, account_id) {
-                    self.send(Kind::Event(message.clone())).await?;
+                    let mut after = self.position.clone();
+                    after.advance(*position);
+                    let mut message = message.clone();
+                    if after.shown.is_some() {
+                        // Still inside the snapshot the stream started
+                        // from: the cursor must say what it showed.
+                        message.cursor = cursor::encode(&after);
+                    }
+                    self.send(Kind::Event(message)).await?;
                 }
                 // Only once it is in the client's buffer: a cursor never
                 // names an event the client will not receive.
-                self.position = *position;
+                self.position.advance(*position);
             }
             Published::Horizon(horizon) => {
-                self.position = self.position.max(*horizon);
+                self.position.advance(*horizon);
             }
         }
         Ok(())
@@ -240,7 +249,7 @@ impl Stream {
             let page: LogPage = match self
                 .shared
                 .store
-                .read_log(self.position, &self.filter, batch)
+                .read_log(&self.position, &self.filter, batch)
                 .await
             {
                 Ok(page) => page,
@@ -276,18 +285,19 @@ impl Stream {
                     continue;
                 }
             };
-            if self.position < page.pruned_through {
+            if self.position.after < page.pruned_through {
                 return Err(Stop::End(cursor_expired(page.pruned_through)));
             }
             let more = page.more;
             for event in page.events {
-                let position = event.position;
-                let message = event_message(event, cursor::encode(position));
+                let mut after = self.position.clone();
+                after.advance(event.position);
+                let message = event_message(event, cursor::encode(&after));
                 self.send(Kind::Event(message)).await?;
-                self.position = position;
+                self.position = after;
             }
             if !more {
-                self.position = self.position.max(page.horizon);
+                self.position.advance(page.horizon);
                 return Ok(());
             }
         }
@@ -295,7 +305,7 @@ impl Stream {
 
     /// UNAVAILABLE with the cursor to resume from.
     fn interrupted(&self, reason: &str, why: &str) -> Status {
-        let cursor = cursor::encode(self.position);
+        let cursor = cursor::encode(&self.position);
         Status::with_error_details(
             Code::Unavailable,
             format!("{why}; resume with after_cursor = {cursor}"),
@@ -318,7 +328,7 @@ pub(super) fn cursor_expired(pruned_through: EventPosition) -> Status {
             "CURSOR_EXPIRED",
             ERROR_DOMAIN,
             HashMap::from([
-                ("oldestCursor".to_owned(), cursor::encode(pruned_through)),
+                ("oldestCursor".to_owned(), cursor::encode_event(pruned_through)),
                 ("resumeWith".to_owned(), "with_snapshot".to_owned()),
             ]),
         ),

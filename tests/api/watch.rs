@@ -330,7 +330,7 @@ async fn bad_and_expired_cursors_are_refused() {
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(violated_fields(&status), ["after_cursor"]);
     // Well formed, but past every transaction this database has started.
-    let ahead = invoice_cases::watch::cursor::encode(invoice_cases::store::EventPosition {
+    let ahead = invoice_cases::watch::cursor::encode_event(invoice_cases::store::EventPosition {
         txid: 1 << 40,
         id: 1,
     });
