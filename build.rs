@@ -8,6 +8,8 @@ use prost::Message;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "proto/invoicecase/v1/invoice_case.proto";
     println!("cargo:rerun-if-changed=proto");
+    // embed_migrations! reads migrations/ at compile time.
+    println!("cargo:rerun-if-changed=migrations");
 
     let fds = protox::compile([proto], ["proto"])?;
     // `compile_fds` ignores `file_descriptor_set_path`, so the set that

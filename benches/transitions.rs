@@ -5,10 +5,10 @@
 //! cargo bench --bench transitions
 //! ```
 //!
-//! It starts a PostgreSQL cluster of its own, runs pgbench TPC-B and
-//! select-only on it, then the release server on the same cluster, and
-//! drives it with concurrent clients over a few HTTP/2 connections, one
-//! phase after the other:
+//! It starts a PostgreSQL cluster of its own and the release server on it,
+//! and in each of several rounds runs pgbench TPC-B and select-only on the
+//! same cluster and drives the server with concurrent clients over a few
+//! HTTP/2 connections, one phase after the other:
 //!
 //! * `lifecycle`: whole case lifecycles (create with 2 lines, submit,
 //!   assign to me, 2 x SetLineState, close: six mutating RPCs);
@@ -18,17 +18,19 @@
 //!   priority, and two combined);
 //! * `history`: ListStateChanges of existing cases.
 //!
-//! then pgbench again, to show drift. For every RPC it prints the rate,
+//! For every measure it prints the median over the rounds of the rate,
 //! latency p50/p99, the CPU microseconds per call of the server, of
 //! PostgreSQL (all its processes) and of this load generator (from /proc),
-//! PostgreSQL's committed transactions per WAL flush, and the ratios to
-//! pgbench.
+//! and PostgreSQL's writing transactions per WAL flush; and the ratios to
+//! pgbench within each round (the machine's speed drifts between rounds on
+//! a shared host), with their median.
 //!
 //! Options (after `--`): `--clients N` (16), `--connections C` (4),
-//! `--seconds S` (20, per phase), `--pgbench-seconds T` (20; 0 skips
-//! pgbench), `--pgbench-scale K` (10), `--seed-cases N` (2000, in mixed
-//! states, for the filters), `--phases a,b,..` (all), `--server PATH` (the
-//! release binary), `--server-arg ARG` (repeatable, passed to `serve`).
+//! `--rounds R` (3), `--seconds S` (10, per phase), `--pgbench-seconds T`
+//! (10; 0 skips pgbench), `--pgbench-scale K` (10), `--seed-cases N` (2000,
+//! in mixed states, for the filters), `--phases a,b,..` (all),
+//! `--server PATH` (the release binary), `--server-arg ARG` (repeatable,
+//! passed to `serve`).
 //!
 //! Under `cargo test --all-targets` (no `--bench` argument) it does nothing.
 
@@ -58,6 +60,7 @@ struct Args {
     pgbench_seconds: u64,
     pgbench_scale: u32,
     seed_cases: usize,
+    rounds: usize,
     phases: Vec<String>,
     server: PathBuf,
     server_args: Vec<String>,
@@ -67,17 +70,19 @@ struct Args {
 const PHASES: [&str; 5] = ["lifecycle", "get", "list", "list-filtered", "history"];
 
 const USAGE: &str = "usage: cargo bench --bench transitions -- [--clients N] [--connections C] \
-[--seconds S] [--pgbench-seconds T] [--pgbench-scale K] [--seed-cases N] [--phases a,b,..] \
+[--seconds S] [--pgbench-seconds T] [--pgbench-scale K] [--seed-cases N] [--rounds R] \
+[--phases a,b,..] \
 [--server PATH] [--server-arg ARG]...";
 
 fn parse_args() -> Result<Option<Args>, String> {
     let mut args = Args {
         clients: 16,
         connections: 4,
-        seconds: 20,
-        pgbench_seconds: 20,
+        seconds: 10,
+        pgbench_seconds: 10,
         pgbench_scale: 10,
         seed_cases: 2000,
+        rounds: 3,
         phases: PHASES.iter().map(|p| (*p).to_owned()).collect(),
         server: PathBuf::from(env!("CARGO_BIN_EXE_invoice-cases")),
         server_args: Vec::new(),
@@ -116,6 +121,7 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--pgbench-seconds" => args.pgbench_seconds = number(&value)?,
             "--pgbench-scale" => args.pgbench_scale = number(&value)?.max(1) as u32,
             "--seed-cases" => args.seed_cases = number(&value)? as usize,
+            "--rounds" => args.rounds = number(&value)?.max(1) as usize,
             "--phases" => {
                 args.phases = value.split(',').map(str::to_owned).collect();
                 if let Some(bad) = args.phases.iter().find(|p| !PHASES.contains(&p.as_str())) {
@@ -191,6 +197,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
 }
 
 /// One row of the report.
+#[derive(Clone)]
 struct Row {
     name: String,
     calls: u64,
@@ -207,6 +214,32 @@ impl Row {
     }
 }
 
+/// Every round's rows, by measure, in the order measures first appeared.
+#[derive(Default)]
+struct Rounds {
+    order: Vec<String>,
+    rows: BTreeMap<String, Vec<Row>>,
+}
+
+impl Rounds {
+    fn add(&mut self, row: Row) {
+        if !self.rows.contains_key(&row.name) {
+            self.order.push(row.name.clone());
+        }
+        self.rows.entry(row.name.clone()).or_default().push(row);
+    }
+
+    /// The row of `name` in round `round` (0-based), if measured.
+    fn get(&self, name: &str, round: usize) -> Option<&Row> {
+        self.rows.get(name)?.get(round)
+    }
+}
+
+const TPC_B: &str = "pgbench TPC-B";
+const SELECT_ONLY: &str = "pgbench select-only";
+const MUTATING: &str = "mutating RPCs of lifecycles (all)";
+const GET: &str = "GetInvoiceCase";
+
 async fn bench(args: &Args, cluster: &Cluster) -> anyhow::Result<bool> {
     let mut problems: Vec<String> = Vec::new();
     let bin = cluster.bin_dir()?;
@@ -214,40 +247,14 @@ async fn bench(args: &Args, cluster: &Cluster) -> anyhow::Result<bool> {
     let logs = tempdir()?;
     let threads = 2.min(args.clients as u32);
     let clients = args.clients as u32;
-
-    // pgbench before.
-    let mut pgbench_rows: Vec<(String, Row)> = Vec::new();
+    let pgbench_url = cluster.url("pgbench_scratch");
     if args.pgbench_seconds > 0 {
         cluster.create_database("pgbench_scratch", None).await?;
-        let url = cluster.url("pgbench_scratch");
         progress(&format!("pgbench -i -s {}", args.pgbench_scale));
-        pgbench::init(&bin, &url, args.pgbench_scale).await?;
-        for (script, name) in [
-            (pgbench::Script::TpcB, "TPC-B"),
-            (pgbench::Script::SelectOnly, "select-only"),
-        ] {
-            progress(&format!(
-                "pgbench {name} (before), {} s",
-                args.pgbench_seconds
-            ));
-            let row = pgbench_row(
-                &bin,
-                cluster,
-                &url,
-                script,
-                name,
-                clients,
-                threads,
-                args,
-                postmaster,
-                logs.path(),
-            )
-            .await?;
-            pgbench_rows.push(("before".into(), row));
-        }
+        pgbench::init(&bin, &pgbench_url, args.pgbench_scale).await?;
     }
 
-    // The server.
+    // The server, on a database of its own in the same cluster.
     cluster.create_database("invoice_cases_bench", None).await?;
     let database_url = cluster.url("invoice_cases_bench");
     let secret = new_secret();
@@ -259,10 +266,7 @@ async fn bench(args: &Args, cluster: &Cluster) -> anyhow::Result<bool> {
         .args(["--metrics-listen", &free_addr().to_string()])
         .args(&args.server_args)
         .stderr(Stdio::from(log_file));
-    progress(&format!(
-        "starting {} serve on {addr}",
-        args.server.display()
-    ));
+    progress(&format!("starting {} serve on {addr}", args.server.display()));
     let server = ServerProcess::spawn(
         command,
         addr,
@@ -283,172 +287,151 @@ async fn bench(args: &Args, cluster: &Cluster) -> anyhow::Result<bool> {
             })
             .collect()
     };
-
-    let mut rows: Vec<Row> = Vec::new();
-    let created: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     let wants = |phase: &str| args.phases.iter().any(|p| p == phase);
+    let pgbench_run = |script, name: &'static str, round: usize| {
+        let bin = bin.clone();
+        let url = pgbench_url.clone();
+        let logs = logs.path().to_owned();
+        async move {
+            progress(&format!(
+                "round {round}: pgbench {name}, {} s",
+                args.pgbench_seconds
+            ));
+            pgbench_row(
+                &bin, cluster, &url, script, name, clients, threads, args, postmaster, &logs,
+            )
+            .await
+        }
+    };
 
-    if wants("lifecycle") || args.phases.len() > 1 {
-        progress(&format!(
-            "lifecycle: {} clients over {} connections, {} s",
-            args.clients, args.connections, args.seconds
-        ));
-        let workers = clients_for("bench-agent", &["requester", "agent"]);
-        let created = created.clone();
-        let (phase, mut by_method) = run_phase(
-            workers,
-            args.seconds,
-            server_pid,
-            postmaster,
-            cluster.admin_url(),
-            move |worker, mut client, i| {
-                let created = created.clone();
-                Box::pin(async move {
-                    let mut timings = Vec::with_capacity(6);
-                    let id = lifecycle(&mut client, worker, i, &mut timings).await?;
-                    created.lock().unwrap_or_else(|e| e.into_inner()).push(id);
-                    Ok((client, timings))
-                })
-            },
-        )
-        .await;
-        problems.extend(phase.errors.iter().take(5).cloned());
-        if !phase.errors.is_empty() {
-            problems.push(format!("{} lifecycle calls failed", phase.errors.len()));
+    let mut rounds = Rounds::default();
+    let created: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut seeded = false;
+    for round in 1..=args.rounds {
+        if args.pgbench_seconds > 0 {
+            rounds.add(pgbench_run(pgbench::Script::TpcB, "TPC-B", round).await?);
         }
-        let mut all = Latencies::default();
-        for (_, latencies) in by_method.iter_mut() {
-            all.extend(latencies.clone());
-        }
-        rows.push(Row {
-            name: "mutating RPCs of lifecycles (all)".into(),
-            calls: phase.calls,
-            seconds: phase.seconds,
-            latencies: all,
-            cpu: phase.cpu,
-            per_sync: phase.per_sync,
-        });
-        for (method, latencies) in by_method {
-            rows.push(Row {
-                name: format!("  {method}"),
-                calls: latencies.len() as u64,
+        if wants("lifecycle") || created.lock().map(|c| c.is_empty()).unwrap_or(true) {
+            progress(&format!(
+                "round {round}: lifecycles, {} clients over {} connections, {} s",
+                args.clients, args.connections, args.seconds
+            ));
+            let workers = clients_for("bench-agent", &["requester", "agent"]);
+            let created = created.clone();
+            let (phase, by_method) = run_phase(
+                workers,
+                args.seconds,
+                server_pid,
+                postmaster,
+                cluster.admin_url(),
+                move |worker, mut client, i| {
+                    let created = created.clone();
+                    Box::pin(async move {
+                        let mut timings = Vec::with_capacity(6);
+                        let id = lifecycle(&mut client, worker, i, &mut timings).await?;
+                        created.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+                        Ok((client, timings))
+                    })
+                },
+            )
+            .await;
+            problems.extend(phase.errors.iter().take(5).cloned());
+            if !phase.errors.is_empty() {
+                problems.push(format!("{} lifecycle calls failed", phase.errors.len()));
+            }
+            let mut all = Latencies::default();
+            for latencies in by_method.values() {
+                all.extend(latencies.clone());
+            }
+            rounds.add(Row {
+                name: MUTATING.into(),
+                calls: phase.calls,
                 seconds: phase.seconds,
-                latencies,
-                cpu: CpuPerOp::default(),
-                per_sync: None,
+                latencies: all,
+                cpu: phase.cpu,
+                per_sync: phase.per_sync,
             });
+            for (method, latencies) in by_method {
+                rounds.add(Row {
+                    name: format!("  {method}"),
+                    calls: latencies.len() as u64,
+                    seconds: phase.seconds,
+                    latencies,
+                    cpu: CpuPerOp::default(),
+                    per_sync: None,
+                });
+            }
         }
-    }
-
-    let ids: Arc<Vec<String>> = Arc::new(std::mem::take(
-        &mut *created.lock().unwrap_or_else(|e| e.into_inner()),
-    ));
-    if ids.is_empty() && args.phases.iter().any(|p| p != "lifecycle") {
-        problems.push("no case was created: the read phases have nothing to read".into());
-        return finish(Finish {
-            args,
-            cluster,
-            bin: &bin,
-            logs: logs.path(),
-            rows,
-            pgbench_rows,
-            problems,
-            server,
-            server_log: &server_log,
-            postmaster,
-        })
-        .await;
-    }
-
-    if args.seed_cases > 0 && (wants("list") || wants("list-filtered")) {
-        progress(&format!(
-            "seeding {} cases in mixed states for the filters",
-            args.seed_cases
-        ));
-        let seeders = clients_for("bench-agent", &["requester", "agent"]);
-        seed(seeders, args.seed_cases).await?;
-    }
-
-    let readers = || clients_for("bench-viewer", &["viewer"]);
-    if wants("get") {
-        progress(&format!("get: {} s", args.seconds));
-        let ids = ids.clone();
-        let row = read_phase(
-            "GetInvoiceCase",
-            readers(),
-            args,
-            server_pid,
-            postmaster,
-            cluster,
-            move |_, mut client, i| {
+        let ids: Arc<Vec<String>> = Arc::new(
+            created
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        );
+        if ids.is_empty() {
+            problems.push("no case was created: the read phases have nothing to read".into());
+            break;
+        }
+        if !seeded && args.seed_cases > 0 && (wants("list") || wants("list-filtered")) {
+            progress(&format!(
+                "seeding {} cases in mixed states for the filters",
+                args.seed_cases
+            ));
+            seed(clients_for("bench-agent", &["requester", "agent"]), args.seed_cases).await?;
+            seeded = true;
+        }
+        if args.pgbench_seconds > 0 {
+            rounds.add(pgbench_run(pgbench::Script::SelectOnly, "select-only", round).await?);
+        }
+        let readers = || clients_for("bench-viewer", &["viewer"]);
+        if wants("get") {
+            progress(&format!("round {round}: get, {} s", args.seconds));
+            let ids = ids.clone();
+            let (row, errors) = read_phase(GET, readers(), args, server_pid, postmaster, cluster, move |_, mut client, i| {
                 let id = ids[pick(i, ids.len())].clone();
                 Box::pin(async move {
                     let started = Instant::now();
                     client
                         .get_invoice_case(pb::GetInvoiceCaseRequest { case_id: id })
                         .await
-                        .map_err(|s| format!("GetInvoiceCase: {s:?}"))?;
+                        .map_err(failed("GetInvoiceCase"))?;
                     Ok((client, vec![("GetInvoiceCase", started)]))
                 })
-            },
-        )
-        .await;
-        rows.push(row.0);
-        problems.extend(row.1);
-    }
-    if wants("list") {
-        progress(&format!("list: {} s", args.seconds));
-        let row = read_phase(
-            "ListInvoiceCases (page of 50)",
-            readers(),
-            args,
-            server_pid,
-            postmaster,
-            cluster,
-            |_, mut client, i| {
+            })
+            .await;
+            rounds.add(row);
+            problems.extend(errors);
+        }
+        if wants("list") {
+            progress(&format!("round {round}: list, {} s", args.seconds));
+            let (row, errors) = read_phase("ListInvoiceCases (page of 50)", readers(), args, server_pid, postmaster, cluster, |_, mut client, i| {
                 Box::pin(async move {
                     let pages = list_pages(&mut client, String::new(), 1 + i as usize % 5).await?;
                     Ok((client, pages))
                 })
-            },
-        )
-        .await;
-        rows.push(row.0);
-        problems.extend(row.1);
-    }
-    if wants("list-filtered") {
-        progress(&format!("list-filtered: {} s", args.seconds));
-        let row = read_phase(
-            "ListInvoiceCases (filtered)",
-            readers(),
-            args,
-            server_pid,
-            postmaster,
-            cluster,
-            |worker, mut client, i| {
+            })
+            .await;
+            rounds.add(row);
+            problems.extend(errors);
+        }
+        if wants("list-filtered") {
+            progress(&format!("round {round}: list-filtered, {} s", args.seconds));
+            let (row, errors) = read_phase("ListInvoiceCases (filtered)", readers(), args, server_pid, postmaster, cluster, |worker, mut client, i| {
                 let filter = FILTERS[(worker + i as usize) % FILTERS.len()]
                     .replace("{w}", &(worker % ACCOUNTS).to_string());
                 Box::pin(async move {
                     let pages = list_pages(&mut client, filter, 1 + i as usize % 3).await?;
                     Ok((client, pages))
                 })
-            },
-        )
-        .await;
-        rows.push(row.0);
-        problems.extend(row.1);
-    }
-    if wants("history") {
-        progress(&format!("history: {} s", args.seconds));
-        let ids = ids.clone();
-        let row = read_phase(
-            "ListStateChanges",
-            readers(),
-            args,
-            server_pid,
-            postmaster,
-            cluster,
-            move |_, mut client, i| {
+            })
+            .await;
+            rounds.add(row);
+            problems.extend(errors);
+        }
+        if wants("history") {
+            progress(&format!("round {round}: history, {} s", args.seconds));
+            let ids = ids.clone();
+            let (row, errors) = read_phase("ListStateChanges", readers(), args, server_pid, postmaster, cluster, move |_, mut client, i| {
                 let id = ids[pick(i.wrapping_mul(7), ids.len())].clone();
                 Box::pin(async move {
                     let started = Instant::now();
@@ -459,7 +442,7 @@ async fn bench(args: &Args, cluster: &Cluster) -> anyhow::Result<bool> {
                             page_token: String::new(),
                         })
                         .await
-                        .map_err(|s| format!("ListStateChanges: {s:?}"))?
+                        .map_err(failed("ListStateChanges"))?
                         .into_inner();
                     if page.events.len() != 6 {
                         return Err(format!(
@@ -469,26 +452,34 @@ async fn bench(args: &Args, cluster: &Cluster) -> anyhow::Result<bool> {
                     }
                     Ok((client, vec![("ListStateChanges", started)]))
                 })
-            },
-        )
-        .await;
-        rows.push(row.0);
-        problems.extend(row.1);
+            })
+            .await;
+            rounds.add(row);
+            problems.extend(errors);
+        }
     }
     drop(channels);
-    finish(Finish {
-        args,
-        cluster,
-        bin: &bin,
-        logs: logs.path(),
-        rows,
-        pgbench_rows,
-        problems,
-        server,
-        server_log: &server_log,
-        postmaster,
-    })
-    .await
+
+    progress("stopping the server (SIGTERM)");
+    match server.terminate().await {
+        Ok(status) if status.success() => {}
+        Ok(status) => problems.push(format!("the server exited with {status}")),
+        Err(e) => problems.push(format!("the server did not stop: {e:#}")),
+    }
+    let log = std::fs::read_to_string(&server_log).unwrap_or_default();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    if !warnings.is_empty() {
+        problems.push(format!(
+            "the server logged {} warnings or errors, e.g. {}",
+            warnings.len(),
+            warnings[0].chars().take(300).collect::<String>()
+        ));
+    }
+    print_report(args, &mut rounds, &problems);
+    Ok(problems.is_empty())
 }
 
 /// Accounts the benchmark's cases belong to.
@@ -906,10 +897,7 @@ async fn pgbench_row(
     // pgbench is another process: this one's CPU is not the client's.
     cpu.client = 0.0;
     Ok(Row {
-        name: format!(
-            "pgbench {name} ({})",
-            pgbench::command_line(script, clients, threads, args.pgbench_seconds)
-        ),
+        name: format!("pgbench {name}"),
         calls: run.transactions,
         seconds: args.pgbench_seconds as f64,
         latencies: run.latencies,
@@ -925,91 +913,33 @@ fn tempdir() -> anyhow::Result<tempfile::TempDir> {
         .context("cannot create a temporary directory")
 }
 
-/// What the report needs.
-struct Finish<'a> {
-    args: &'a Args,
-    cluster: &'a Cluster,
-    bin: &'a Path,
-    logs: &'a Path,
-    rows: Vec<Row>,
-    pgbench_rows: Vec<(String, Row)>,
-    problems: Vec<String>,
-    server: ServerProcess,
-    server_log: &'a Path,
-    postmaster: Option<u32>,
+/// The median of `values` (0 when there are none).
+fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
 }
 
-/// Stops the server, runs pgbench again, prints the report.
-async fn finish(f: Finish<'_>) -> anyhow::Result<bool> {
-    let Finish {
-        args,
-        cluster,
-        bin,
-        logs,
-        rows,
-        mut pgbench_rows,
-        mut problems,
-        server,
-        server_log,
-        postmaster,
-    } = f;
-    progress("stopping the server (SIGTERM)");
-    match server.terminate().await {
-        Ok(status) if status.success() => {}
-        Ok(status) => problems.push(format!("the server exited with {status}")),
-        Err(e) => problems.push(format!("the server did not stop: {e:#}")),
-    }
-    let log = std::fs::read_to_string(server_log).unwrap_or_default();
-    let warnings: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
-        .collect();
-    if !warnings.is_empty() {
-        problems.push(format!(
-            "the server logged {} warnings or errors, e.g. {}",
-            warnings.len(),
-            warnings[0].chars().take(300).collect::<String>()
-        ));
-    }
-    if args.pgbench_seconds > 0 {
-        let url = cluster.url("pgbench_scratch");
-        let clients = args.clients as u32;
-        let threads = 2.min(clients);
-        for (script, name) in [
-            (pgbench::Script::TpcB, "TPC-B"),
-            (pgbench::Script::SelectOnly, "select-only"),
-        ] {
-            progress(&format!(
-                "pgbench {name} (after), {} s",
-                args.pgbench_seconds
-            ));
-            let row = pgbench_row(
-                bin, cluster, &url, script, name, clients, threads, args, postmaster, logs,
-            )
-            .await?;
-            pgbench_rows.push(("after".into(), row));
-        }
-    }
-    print_report(args, rows, pgbench_rows, &problems);
-    Ok(problems.is_empty())
-}
-
-fn print_report(
-    args: &Args,
-    mut rows: Vec<Row>,
-    mut pgbench_rows: Vec<(String, Row)>,
-    problems: &[String],
-) {
+fn print_report(args: &Args, rounds: &mut Rounds, problems: &[String]) {
     let command = format!(
         "cargo bench --bench transitions -- {}",
         args.given.join(" ")
     );
+    let clients = args.clients as u32;
     println!();
     println!("## transitions benchmark");
     println!();
     println!("command: `{}`", command.trim_end());
     println!(
-        "machine: {} CPUs, load average {}; {} clients over {} HTTP/2 connections, {} s per phase",
+        "machine: {} CPUs, load average {}; {} clients over {} HTTP/2 connections; {} rounds of \
+         {} s per phase; pgbench: `{}` and `{}` on the same cluster (scale {}), in every round",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::fs::read_to_string("/proc/loadavg")
             .ok()
@@ -1017,75 +947,93 @@ fn print_report(
             .unwrap_or_default(),
         args.clients,
         args.connections,
-        args.seconds
+        args.rounds,
+        args.seconds,
+        pgbench::command_line(pgbench::Script::TpcB, clients, 2.min(clients), args.pgbench_seconds),
+        pgbench::command_line(pgbench::Script::SelectOnly, clients, 2.min(clients), args.pgbench_seconds),
+        args.pgbench_scale,
     );
+    println!();
+    println!("Medians over the rounds:");
     println!();
     println!(
         "| measure | calls/s | p50 ms | p99 ms | server CPU µs/call | PostgreSQL CPU µs/call | load generator CPU µs/call | writing transactions per WAL flush |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    let print_row = |prefix: &str, row: &mut Row| {
-        let cpu = |v: f64| {
-            if v > 0.0 {
-                format!("{v:.0}")
-            } else {
-                "".to_owned()
-            }
+    let order = rounds.order.clone();
+    for name in &order {
+        let Some(rows) = rounds.rows.get_mut(name) else {
+            continue;
         };
+        let of = |f: &dyn Fn(&mut Row) -> f64, rows: &mut Vec<Row>| {
+            median(rows.iter_mut().map(f).collect())
+        };
+        let rate = of(&|r| r.rate(), rows);
+        let p50 = of(&|r| r.latencies.percentile_ms(0.50), rows);
+        let p99 = of(&|r| r.latencies.percentile_ms(0.99), rows);
+        let server = of(&|r| r.cpu.server, rows);
+        let postgres = of(&|r| r.cpu.postgres, rows);
+        let client = of(&|r| r.cpu.client, rows);
+        let syncs: Vec<f64> = rows.iter().filter_map(|r| r.per_sync).collect();
+        let cpu = |v: f64| if v > 0.0 { format!("{v:.0}") } else { String::new() };
         println!(
-            "| {prefix}{} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} |",
-            row.name,
-            row.rate(),
-            row.latencies.percentile_ms(0.50),
-            row.latencies.percentile_ms(0.99),
-            cpu(row.cpu.server),
-            cpu(row.cpu.postgres),
-            cpu(row.cpu.client),
-            row.per_sync.map(|v| format!("{v:.2}")).unwrap_or_default(),
+            "| {name} | {rate:.0} | {p50:.2} | {p99:.2} | {} | {} | {} | {} |",
+            cpu(server),
+            cpu(postgres),
+            cpu(client),
+            if syncs.is_empty() {
+                String::new()
+            } else {
+                format!("{:.2}", median(syncs))
+            },
         );
-    };
-    for (when, row) in pgbench_rows.iter_mut().filter(|(w, _)| w == "before") {
-        print_row(&format!("{when}: "), row);
     }
-    for row in rows.iter_mut() {
-        print_row("", row);
-    }
-    for (when, row) in pgbench_rows.iter_mut().filter(|(w, _)| w == "after") {
-        print_row(&format!("{when}: "), row);
-    }
-    // Ratios against the mean of pgbench before and after.
-    let mut mean = |name: &str, f: &dyn Fn(&mut Row) -> f64| -> Option<f64> {
-        let values: Vec<f64> = pgbench_rows
-            .iter_mut()
-            .filter(|(_, r)| r.name.contains(name))
-            .map(|(_, r)| f(r))
-            .collect();
-        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
-    };
-    let tpcb = mean("TPC-B", &|r| r.rate());
-    let tpcb_p99 = mean("TPC-B", &|r| r.latencies.percentile_ms(0.99));
-    let select = mean("select-only", &|r| r.rate());
+    // The main measures round by round, to show drift.
     println!();
-    println!("| ratio (to the mean of pgbench before and after) | value | goal |");
-    println!("|---|---:|---:|");
-    if let Some(writes) = rows.iter_mut().find(|r| r.name.starts_with("mutating")) {
-        if let Some(tpcb) = tpcb {
-            println!(
-                "| mutating RPCs/s ÷ TPC-B tps | {:.2} | ≥ 0.8 |",
-                writes.rate() / tpcb
+    println!("Round by round (calls/s, PostgreSQL CPU µs/call):");
+    println!();
+    println!("| measure | {} |", (1..=args.rounds).map(|r| format!("round {r}")).collect::<Vec<_>>().join(" | "));
+    println!("|---|{}", "---:|".repeat(args.rounds));
+    for name in [TPC_B, MUTATING, SELECT_ONLY, GET] {
+        let Some(rows) = rounds.rows.get(name) else {
+            continue;
+        };
+        let cells: Vec<String> = rows
+            .iter()
+            .map(|r| format!("{:.0} ({:.0})", r.rate(), r.cpu.postgres))
+            .collect();
+        println!("| {name} | {} |", cells.join(" | "));
+    }
+    // Ratios within each round, then their median.
+    let mut ratios: Vec<(&str, &str, Vec<f64>)> = vec![
+        ("mutating RPCs/s ÷ TPC-B tps", "≥ 0.8", Vec::new()),
+        ("mutating RPC p99 ÷ TPC-B p99", "≤ 2", Vec::new()),
+        ("GetInvoiceCase/s ÷ select-only tps", "≥ 0.7", Vec::new()),
+    ];
+    for round in 0..args.rounds {
+        let row = |name: &str| rounds.get(name, round).cloned();
+        if let (Some(mut writes), Some(mut tpcb)) = (row(MUTATING), row(TPC_B)) {
+            ratios[0].2.push(writes.rate() / tpcb.rate());
+            ratios[1].2.push(
+                writes.latencies.percentile_ms(0.99) / tpcb.latencies.percentile_ms(0.99),
             );
         }
-        if let Some(p99) = tpcb_p99 {
-            println!(
-                "| mutating RPC p99 ÷ TPC-B p99 | {:.2} | ≤ 2 |",
-                writes.latencies.percentile_ms(0.99) / p99
-            );
+        if let (Some(get), Some(select)) = (row(GET), row(SELECT_ONLY)) {
+            ratios[2].2.push(get.rate() / select.rate());
         }
     }
-    if let (Some(get), Some(select)) = (rows.iter().find(|r| r.name == "GetInvoiceCase"), select) {
+    println!();
+    println!("| ratio, within each round | rounds | median | goal |");
+    println!("|---|---|---:|---:|");
+    for (name, goal, values) in ratios {
+        if values.is_empty() {
+            continue;
+        }
+        let shown: Vec<String> = values.iter().map(|v| format!("{v:.2}")).collect();
         println!(
-            "| GetInvoiceCase/s ÷ select-only tps | {:.2} | ≥ 0.7 |",
-            get.rate() / select
+            "| {name} | {} | {:.2} | {goal} |",
+            shown.join(", "),
+            median(values.clone())
         );
     }
     println!();

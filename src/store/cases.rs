@@ -24,7 +24,7 @@ use super::{
     schema::invoice_cases,
     session::{Mode, Session},
     statement::statement,
-    write::{InsertCase, Record, UpdateCase, Written},
+    write::{Record, WriteDecision, Written},
 };
 use crate::domain::{
     self, Case, CaseIdentity, CaseState, Command, Context, LineIdentity, NewCase, NewLine,
@@ -188,7 +188,7 @@ impl Store {
         let decision = domain::machine::create(new, identity, lines, ctx)?;
         let record = self.record(meta);
         session
-            .row::<_, Written>(InsertCase::new(&decision, &record)?)
+            .row::<_, Written>(WriteDecision::new(&decision, None, &record)?)
             .await?;
         Ok(decision.case)
     }
@@ -281,7 +281,7 @@ impl Store {
             let decision = domain::machine::decide(&case, command, ctx)?;
             let record = self.record(meta);
             let written: Written = session
-                .row(UpdateCase::new(&decision, case.revision, &record)?)
+                .row(WriteDecision::new(&decision, Some(&case), &record)?)
                 .await?;
             if written.written == 1 {
                 return Ok(decision.case);
@@ -369,11 +369,10 @@ impl Store {
                     after,
                     limit: fetch,
                 },
-                order: PageOrder::NewestFirst,
             })
             .await;
         let rows = session.finish(rows).await?;
-        let mut cases = cases_of(rows)?;
+        let mut cases = cases_of(rows, PageOrder::NewestFirst)?;
         let more = cases.len() > limit;
         cases.truncate(limit);
         let next = more

@@ -506,10 +506,9 @@ impl Store {
                             after,
                             limit,
                         },
-                        order: PageOrder::ById,
                     })
                     .await?;
-                let cases = cases_of(rows)?;
+                let cases = cases_of(rows, PageOrder::ById)?;
                 let done = cases.len() < page;
                 after = cases.last().map(|case| case.id);
                 if !cases.is_empty() && !sink(cases).await {

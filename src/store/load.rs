@@ -9,14 +9,13 @@ use diesel::{
     pg::Pg,
     query_builder::{AstPass, QueryFragment, QueryId},
     row::NamedRow,
-    sql_types::{Array, BigInt, Bool, Bytea, Jsonb, Nullable, SmallInt, Text, Uuid as SqlUuid},
+    sql_types::{Array, BigInt, Bytea, Jsonb, Nullable, SmallInt, Text, Uuid as SqlUuid},
 };
 use uuid::Uuid;
 
 use super::{
     StoreError,
     rows::{CaseRow, Columns, LineRow},
-    statement::statement,
 };
 use crate::domain::Case;
 
@@ -81,37 +80,87 @@ const REPLY_AT: usize = LINE_AT + 18;
 /// Column of the new line number.
 const SEQUENCE_AT: usize = REPLY_AT + 4;
 
-statement! {
-    /// A case (by id or number, if the caller may see it) with its lines
-    /// in line order; the reply stored for `request_id`, if any; and a new
-    /// line number when `new_line`. One statement: one snapshot.
-    pub(super) struct LoadCase<'a> {
-        id: Nullable<SqlUuid> = Option<Uuid>,
-        number: Nullable<Text> = Option<&'a str>,
-        accounts: Nullable<Array<Text>> = Option<&'a [String]>,
-        request_id: Nullable<SqlUuid> = Option<Uuid>,
-        new_line: Bool = bool,
+/// A case (by id or number, if the caller may see it) with its lines; the
+/// reply stored for `request_id`, if any; and a new line number when
+/// `new_line`. One statement: one snapshot. The parts a call does not need
+/// are left out of the statement (each shape is prepared once).
+pub(super) struct LoadCase<'a> {
+    pub id: Option<Uuid>,
+    pub number: Option<&'a str>,
+    pub accounts: Option<&'a [String]>,
+    pub request_id: Option<Uuid>,
+    pub new_line: bool,
+}
+
+impl QueryId for LoadCase<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::Query for LoadCase<'_> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl QueryFragment<Pg> for LoadCase<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("WITH c AS MATERIALIZED (SELECT * FROM invoice_cases WHERE ");
+        match (&self.id, &self.number) {
+            (Some(id), _) => {
+                out.push_sql("id = ");
+                out.push_bind_param::<SqlUuid, _>(id)?;
+            }
+            (None, number) => {
+                out.push_sql("number = ");
+                out.push_bind_param::<Nullable<Text>, _>(number)?;
+            }
+        }
+        if let Some(accounts) = &self.accounts {
+            out.push_sql(" AND account_id = ANY(");
+            out.push_bind_param::<Array<Text>, _>(accounts)?;
+            out.push_sql(")");
+        }
+        out.push_sql(concat!(
+            ") SELECT 0::smallint AS kind, ",
+            case_columns!("c"),
+            ", ",
+            no_line!(),
+            ", ",
+            no_reply!(),
+            ", NULL::bigint FROM c \
+             UNION ALL \
+             SELECT 1::smallint, ",
+            no_case!(),
+            ", ",
+            line_columns!("l"),
+            ", ",
+            no_reply!(),
+            ", NULL::bigint FROM case_lines l JOIN c ON l.case_id = c.id",
+        ));
+        if let Some(request_id) = &self.request_id {
+            out.push_sql(concat!(
+                " UNION ALL SELECT 2::smallint, ",
+                no_case!(),
+                ", ",
+                no_line!(),
+                ", r.actor, r.method, r.fingerprint, r.response, NULL::bigint \
+                 FROM idempotency_records r WHERE r.request_id = "
+            ));
+            out.push_bind_param::<SqlUuid, _>(request_id)?;
+            out.push_sql(" AND EXISTS (SELECT FROM c)");
+        }
+        if self.new_line {
+            out.push_sql(concat!(
+                " UNION ALL SELECT 3::smallint, ",
+                no_case!(),
+                ", ",
+                no_line!(),
+                ", ",
+                no_reply!(),
+                ", nextval('case_line_number_seq') FROM c"
+            ));
+        }
+        Ok(())
     }
-    concat!(
-        "WITH c AS MATERIALIZED ( \
-             SELECT * FROM invoice_cases \
-             WHERE (id = $id OR number = $number) \
-               AND ($accounts::text[] IS NULL OR account_id = ANY($accounts))) \
-         SELECT 0::smallint AS kind, ", case_columns!("c"), ", ", no_line!(), ", ", no_reply!(),
-        ", NULL::bigint FROM c \
-         UNION ALL \
-         SELECT 1::smallint, ", no_case!(), ", ", line_columns!("l"), ", ", no_reply!(),
-        ", NULL::bigint FROM case_lines l JOIN c ON l.case_id = c.id \
-         UNION ALL \
-         SELECT 2::smallint, ", no_case!(), ", ", no_line!(),
-        ", r.actor, r.method, r.fingerprint, r.response, NULL::bigint \
-         FROM idempotency_records r \
-         WHERE r.request_id = $request_id AND EXISTS (SELECT FROM c) \
-         UNION ALL \
-         SELECT 3::smallint, ", no_case!(), ", ", no_line!(), ", ", no_reply!(),
-        ", nextval('case_line_number_seq') FROM c WHERE $new_line \
-         ORDER BY 1, 25"
-    )
 }
 
 /// The reply stored for a request id.
@@ -173,6 +222,7 @@ impl LoadedCase {
                 Loaded::LineSequence(seq) => line_sequence = Some(seq),
             }
         }
+        lines.sort_by_key(|line: &LineRow| line.position);
         Ok(LoadedCase {
             case: case_row.map(|row| row.into_case(lines)).transpose()?,
             reply,
@@ -190,11 +240,11 @@ pub(super) enum PageOrder {
     ById,
 }
 
-/// The cases an inner `SELECT <case columns> FROM invoice_cases …` query
-/// picks, each followed by its lines, in one statement.
+/// The cases an inner `SELECT * FROM invoice_cases …` query picks, and
+/// their lines, in one statement (in no particular order: see
+/// [`cases_of`]).
 pub(super) struct CasesWithLines<Q> {
     pub cases: Q,
-    pub order: PageOrder,
 }
 
 impl<Q: QueryId> QueryId for CasesWithLines<Q> {
@@ -215,44 +265,42 @@ impl<Q: QueryFragment<Pg>> QueryFragment<Pg> for CasesWithLines<Q> {
             case_columns!("c"),
             ", ",
             no_line!(),
-            ", c.create_time AS sort_time, c.id AS sort_id FROM c \
+            " FROM c \
              UNION ALL \
              SELECT 1::smallint, ",
             no_case!(),
             ", ",
             line_columns!("l"),
-            ", c.create_time, c.id FROM case_lines l JOIN c ON l.case_id = c.id ",
+            " FROM case_lines l JOIN c ON l.case_id = c.id",
         ));
-        // kind, 21 case columns, 18 line columns, then the sort keys.
-        out.push_sql(match self.order {
-            PageOrder::NewestFirst => "ORDER BY 41 DESC, 42 DESC, 1, 25",
-            PageOrder::ById => "ORDER BY 42, 1, 25",
-        });
         Ok(())
     }
 }
 
-/// The cases of [`CasesWithLines`] rows, in order.
-pub(super) fn cases_of(rows: Vec<Loaded>) -> Result<Vec<Case>, StoreError> {
-    let mut cases = Vec::new();
-    let mut current: Option<(CaseRow, Vec<LineRow>)> = None;
+/// The cases of [`CasesWithLines`] rows, in `order`, each with its lines
+/// in line order.
+pub(super) fn cases_of(rows: Vec<Loaded>, order: PageOrder) -> Result<Vec<Case>, StoreError> {
+    let mut case_rows = Vec::new();
+    let mut lines: std::collections::HashMap<Uuid, Vec<LineRow>> = Default::default();
     for row in rows {
         match row {
-            Loaded::Case(row) => {
-                if let Some((case, lines)) = current.take() {
-                    cases.push(case.into_case(lines)?);
-                }
-                current = Some((*row, Vec::new()));
-            }
-            Loaded::Line(line) => match &mut current {
-                Some((_, lines)) => lines.push(*line),
-                None => return Err(StoreError::Corrupt("a line before its case".into())),
-            },
+            Loaded::Case(row) => case_rows.push(*row),
+            Loaded::Line(line) => lines.entry(line.case_id).or_default().push(*line),
             Loaded::Reply(_) | Loaded::LineSequence(_) => {}
         }
     }
-    if let Some((case, lines)) = current {
-        cases.push(case.into_case(lines)?);
+    match order {
+        PageOrder::NewestFirst => case_rows.sort_by(|a, b| {
+            (b.create_time, b.id).cmp(&(a.create_time, a.id))
+        }),
+        PageOrder::ById => case_rows.sort_by_key(|row| row.id),
     }
-    Ok(cases)
+    case_rows
+        .into_iter()
+        .map(|row| {
+            let mut lines = lines.remove(&row.id).unwrap_or_default();
+            lines.sort_by_key(|line| line.position);
+            row.into_case(lines)
+        })
+        .collect()
 }

@@ -10,14 +10,21 @@
 //! commit: two actions on one case then get transaction ids in the order
 //! they commit, which is what makes the event log's (txid, id) order commit
 //! order for any one case (see `event_log.rs`).
+//!
+//! The statement holds only what the decision needs — the columns that
+//! changed, the kinds of line writes it makes — because PostgreSQL sets up
+//! every part of a plan on every execution. Each shape has a fixed text
+//! and is prepared once per connection.
 
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
 use diesel::{
-    QueryableByName,
+    QueryResult, QueryableByName,
+    pg::Pg,
+    query_builder::{AstPass, Query, QueryFragment, QueryId},
     sql_types::{
-        Array, BigInt, Bool, Bytea, Integer, Jsonb, Nullable, Numeric, SmallInt, Text,
-        Timestamptz, Uuid as SqlUuid,
+        Array, BigInt, Bytea, Integer, Jsonb, Nullable, Numeric, SmallInt, Text, Timestamptz,
+        Uuid as SqlUuid,
     },
 };
 use uuid::Uuid;
@@ -25,215 +32,292 @@ use uuid::Uuid;
 use super::{StoreError, idempotency::Idempotency};
 use crate::domain::{Case, Decision, Line};
 
-/// The lines a decision added, as column arrays.
-macro_rules! insert_lines {
-    () => {
-        "added AS ( \
-             INSERT INTO case_lines (id, case_id, position, number, state, dispute_code, \
-                 invoice_line_ref, invoice_number, short_description, invoiced_amount, \
-                 disputed_amount, invoiced_quantity, disputed_quantity, create_time, update_time) \
-             SELECT a.id, c.id, a.position, a.number, a.state, a.dispute_code, \
-                 a.invoice_line_ref, a.invoice_number, a.short_description, a.invoiced_amount, \
-                 a.disputed_amount, a.invoiced_quantity, a.disputed_quantity, $now, $now \
-             FROM c, unnest($add_id::uuid[], $add_position::integer[], $add_number::text[], \
-                 $add_state::text[], $add_dispute_code::text[], $add_invoice_line_ref::text[], \
-                 $add_invoice_number::text[], $add_short_description::text[], \
-                 $add_invoiced_amount::numeric[], $add_disputed_amount::numeric[], \
-                 $add_invoiced_quantity::numeric[], $add_disputed_quantity::numeric[]) \
-                 AS a(id, position, number, state, dispute_code, invoice_line_ref, \
-                      invoice_number, short_description, invoiced_amount, disputed_amount, \
-                      invoiced_quantity, disputed_quantity)) "
-    };
-}
-
-/// The event, the idempotency record and the cross-replica wake-up, and
-/// what the statement returns.
-macro_rules! record_and_return {
-    () => {
-        "event AS ( \
-             INSERT INTO case_events (case_id, case_number, account_id, action, actor, \
-                 occur_time, etag, changes, comment) \
-             SELECT c.id, $case_number, $account_id, $action, $actor, $now, $etag, \
-                 $changes, $comment FROM c), \
-         reply AS ( \
-             INSERT INTO idempotency_records (request_id, actor, method, fingerprint, case_id, \
-                 response) \
-             SELECT $request_id, $actor, $method, $fingerprint, c.id, $response \
-             FROM c WHERE $request_id::uuid IS NOT NULL), \
-         wake AS ( \
-             SELECT pg_notify('invoice_case_events', '') FROM c WHERE $notify) \
-         SELECT (SELECT count(*) FROM c) AS written, (SELECT count(*) FROM wake) AS woken"
-    };
-}
-
-statement! {
-    /// Creates a case with its lines, its event and its idempotency record.
-    pub(super) struct InsertCase<'a> {
-        id: SqlUuid = Uuid,
-        number: Text = &'a str,
-        state: Text = &'a str,
-        account_id: Text = &'a str,
-        contact_id: Nullable<Text> = Option<&'a str>,
-        invoice_number: Nullable<Text> = Option<&'a str>,
-        request_source: Text = &'a str,
-        short_description: Text = &'a str,
-        description: Nullable<Text> = Option<&'a str>,
-        priority: SmallInt = i16,
-        currency_code: Text = &'a str,
-        opened_by: Text = &'a str,
-        revision: BigInt = i64,
-        now: Timestamptz = DateTime<Utc>,
-        add_id: Array<SqlUuid> = Vec<Uuid>,
-        add_position: Array<Integer> = Vec<i32>,
-        add_number: Array<Text> = Vec<&'a str>,
-        add_state: Array<Text> = Vec<&'a str>,
-        add_dispute_code: Array<Text> = Vec<&'a str>,
-        add_invoice_line_ref: Array<Nullable<Text>> = Vec<Option<&'a str>>,
-        add_invoice_number: Array<Nullable<Text>> = Vec<Option<&'a str>>,
-        add_short_description: Array<Text> = Vec<&'a str>,
-        add_invoiced_amount: Array<Numeric> = Vec<&'a BigDecimal>,
-        add_disputed_amount: Array<Numeric> = Vec<&'a BigDecimal>,
-        add_invoiced_quantity: Array<Nullable<Numeric>> = Vec<Option<&'a BigDecimal>>,
-        add_disputed_quantity: Array<Nullable<Numeric>> = Vec<Option<&'a BigDecimal>>,
-        case_number: Text = &'a str,
-        action: Text = &'a str,
-        actor: Text = &'a str,
-        etag: Text = String,
-        changes: Jsonb = serde_json::Value,
-        comment: Nullable<Text> = Option<&'a str>,
-        request_id: Nullable<SqlUuid> = Option<Uuid>,
-        method: Text = &'a str,
-        fingerprint: Nullable<Bytea> = Option<&'a [u8]>,
-        response: Nullable<Jsonb> = Option<serde_json::Value>,
-        notify: Bool = bool,
-    }
-    concat!(
-        "WITH c AS ( \
-             INSERT INTO invoice_cases (id, number, state, account_id, contact_id, \
-                 invoice_number, request_source, short_description, description, priority, \
-                 currency_code, opened_by, create_time, update_time, revision) \
-             VALUES ($id, $number, $state, $account_id, $contact_id, $invoice_number, \
-                 $request_source, $short_description, $description, $priority, \
-                 $currency_code, $opened_by, $now, $now, $revision) \
-             RETURNING id), ",
-        insert_lines!(), ", ",
-        record_and_return!()
-    )
-}
-
-statement! {
-    /// Writes a decision on an existing case if the case is still at
-    /// `expected_revision`: the case, its added, removed and changed lines,
-    /// the event and the idempotency record.
-    pub(super) struct UpdateCase<'a> {
-        id: SqlUuid = Uuid,
-        expected_revision: BigInt = i64,
-        state: Text = &'a str,
-        contact_id: Nullable<Text> = Option<&'a str>,
-        invoice_number: Nullable<Text> = Option<&'a str>,
-        short_description: Text = &'a str,
-        description: Nullable<Text> = Option<&'a str>,
-        priority: SmallInt = i16,
-        assigned_to: Nullable<Text> = Option<&'a str>,
-        resolution_code: Nullable<Text> = Option<&'a str>,
-        resolution_notes: Nullable<Text> = Option<&'a str>,
-        submit_time: Nullable<Timestamptz> = Option<DateTime<Utc>>,
-        resolve_time: Nullable<Timestamptz> = Option<DateTime<Utc>>,
-        close_time: Nullable<Timestamptz> = Option<DateTime<Utc>>,
-        revision: BigInt = i64,
-        now: Timestamptz = DateTime<Utc>,
-        remove_id: Array<SqlUuid> = Vec<Uuid>,
-        add_id: Array<SqlUuid> = Vec<Uuid>,
-        add_position: Array<Integer> = Vec<i32>,
-        add_number: Array<Text> = Vec<&'a str>,
-        add_state: Array<Text> = Vec<&'a str>,
-        add_dispute_code: Array<Text> = Vec<&'a str>,
-        add_invoice_line_ref: Array<Nullable<Text>> = Vec<Option<&'a str>>,
-        add_invoice_number: Array<Nullable<Text>> = Vec<Option<&'a str>>,
-        add_short_description: Array<Text> = Vec<&'a str>,
-        add_invoiced_amount: Array<Numeric> = Vec<&'a BigDecimal>,
-        add_disputed_amount: Array<Numeric> = Vec<&'a BigDecimal>,
-        add_invoiced_quantity: Array<Nullable<Numeric>> = Vec<Option<&'a BigDecimal>>,
-        add_disputed_quantity: Array<Nullable<Numeric>> = Vec<Option<&'a BigDecimal>>,
-        set_id: Array<SqlUuid> = Vec<Uuid>,
-        set_state: Array<Text> = Vec<&'a str>,
-        set_dispute_code: Array<Text> = Vec<&'a str>,
-        set_invoice_line_ref: Array<Nullable<Text>> = Vec<Option<&'a str>>,
-        set_invoice_number: Array<Nullable<Text>> = Vec<Option<&'a str>>,
-        set_short_description: Array<Text> = Vec<&'a str>,
-        set_invoiced_amount: Array<Numeric> = Vec<&'a BigDecimal>,
-        set_disputed_amount: Array<Numeric> = Vec<&'a BigDecimal>,
-        set_approved_amount: Array<Nullable<Numeric>> = Vec<Option<&'a BigDecimal>>,
-        set_invoiced_quantity: Array<Nullable<Numeric>> = Vec<Option<&'a BigDecimal>>,
-        set_disputed_quantity: Array<Nullable<Numeric>> = Vec<Option<&'a BigDecimal>>,
-        set_resolution_code: Array<Nullable<Text>> = Vec<Option<&'a str>>,
-        set_resolution_notes: Array<Nullable<Text>> = Vec<Option<&'a str>>,
-        case_number: Text = &'a str,
-        account_id: Text = &'a str,
-        action: Text = &'a str,
-        actor: Text = &'a str,
-        etag: Text = String,
-        changes: Jsonb = serde_json::Value,
-        comment: Nullable<Text> = Option<&'a str>,
-        request_id: Nullable<SqlUuid> = Option<Uuid>,
-        method: Text = &'a str,
-        fingerprint: Nullable<Bytea> = Option<&'a [u8]>,
-        response: Nullable<Jsonb> = Option<serde_json::Value>,
-        notify: Bool = bool,
-    }
-    concat!(
-        "WITH case_lock AS MATERIALIZED ( \
-             SELECT pg_advisory_xact_lock(470441472, hashtext($id::text)) AS taken), \
-         c AS ( \
-             UPDATE invoice_cases SET state = $state, contact_id = $contact_id, \
-                 invoice_number = $invoice_number, short_description = $short_description, \
-                 description = $description, priority = $priority, assigned_to = $assigned_to, \
-                 resolution_code = $resolution_code, resolution_notes = $resolution_notes, \
-                 update_time = $now, submit_time = $submit_time, resolve_time = $resolve_time, \
-                 close_time = $close_time, revision = $revision \
-             FROM case_lock \
-             WHERE invoice_cases.id = $id AND invoice_cases.revision = $expected_revision \
-             RETURNING invoice_cases.id), \
-         removed AS ( \
-             DELETE FROM case_lines l USING c \
-             WHERE l.case_id = c.id AND l.id = ANY($remove_id::uuid[])), ",
-        insert_lines!(), ", \
-         changed AS ( \
-             UPDATE case_lines l SET state = s.state, dispute_code = s.dispute_code, \
-                 invoice_line_ref = s.invoice_line_ref, invoice_number = s.invoice_number, \
-                 short_description = s.short_description, invoiced_amount = s.invoiced_amount, \
-                 disputed_amount = s.disputed_amount, approved_amount = s.approved_amount, \
-                 invoiced_quantity = s.invoiced_quantity, disputed_quantity = s.disputed_quantity, \
-                 resolution_code = s.resolution_code, resolution_notes = s.resolution_notes, \
-                 update_time = $now \
-             FROM c, unnest($set_id::uuid[], $set_state::text[], $set_dispute_code::text[], \
-                 $set_invoice_line_ref::text[], $set_invoice_number::text[], \
-                 $set_short_description::text[], $set_invoiced_amount::numeric[], \
-                 $set_disputed_amount::numeric[], $set_approved_amount::numeric[], \
-                 $set_invoiced_quantity::numeric[], $set_disputed_quantity::numeric[], \
-                 $set_resolution_code::text[], $set_resolution_notes::text[]) \
-                 AS s(id, state, dispute_code, invoice_line_ref, invoice_number, \
-                      short_description, invoiced_amount, disputed_amount, approved_amount, \
-                      invoiced_quantity, disputed_quantity, resolution_code, resolution_notes) \
-             WHERE l.id = s.id AND l.case_id = c.id), ",
-        record_and_return!()
-    )
-}
-
 /// What a write statement reports.
 #[derive(QueryableByName)]
 pub(super) struct Written {
     /// 1 when the case was written; 0 when its revision had moved on.
     #[diesel(sql_type = BigInt)]
     pub written: i64,
-    /// 1 when other replicas were notified.
-    #[diesel(sql_type = BigInt)]
-    #[allow(dead_code)]
-    pub woken: i64,
 }
 
-/// The columns of the lines a decision added.
-struct Added<'a> {
+/// The event and the idempotency record of a decision.
+pub(super) struct Record<'a> {
+    pub actor: &'a str,
+    pub comment: Option<&'a str>,
+    pub idempotency: Option<&'a Idempotency>,
+    /// Notify other replicas' watch readers.
+    pub notify: bool,
+}
+
+/// The statement that writes a decision: a new case (`before` is `None`)
+/// or an action on the case as it was read.
+pub(super) struct WriteDecision<'a> {
+    case: &'a Case,
+    before: Option<&'a Case>,
+    action: &'static str,
+    record: &'a Record<'a>,
+    etag: String,
+    resolution_code: Option<&'static str>,
+    removed: Vec<Uuid>,
+    added: Option<AddedLines<'a>>,
+    changed: Option<ChangedLines<'a>>,
+    changes: serde_json::Value,
+    response: Option<serde_json::Value>,
+}
+
+impl<'a> WriteDecision<'a> {
+    /// The statement of `decision`, taken on `before` (`None`: a create).
+    pub fn new(
+        decision: &'a Decision,
+        before: Option<&'a Case>,
+        record: &'a Record<'a>,
+    ) -> Result<Self, StoreError> {
+        let case = &decision.case;
+        let changes = serde_json::to_value(&decision.changes)
+            .map_err(|e| StoreError::Corrupt(format!("event changes: {e}")))?;
+        let response = record
+            .idempotency
+            .map(|_| serde_json::to_value(case))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("response: {e}")))?;
+        let added: Vec<&Line> = case
+            .lines
+            .iter()
+            .filter(|line| before.is_none() || decision.added_lines.contains(&line.id))
+            .collect();
+        let changed: Vec<(&Line, &Line)> = case
+            .lines
+            .iter()
+            .filter(|line| decision.updated_lines.contains(&line.id))
+            .filter_map(|line| {
+                let old = before?.lines.iter().find(|old| old.id == line.id)?;
+                Some((old, line))
+            })
+            .collect();
+        Ok(WriteDecision {
+            case,
+            before,
+            action: decision.action.as_str(),
+            record,
+            etag: case.etag(),
+            resolution_code: case.resolution_code.map(|c| c.as_str()),
+            removed: decision.removed_lines.clone(),
+            added: (!added.is_empty()).then(|| AddedLines::new(&added)),
+            changed: (!changed.is_empty()).then(|| ChangedLines::new(&changed)),
+            changes,
+            response,
+        })
+    }
+}
+
+impl QueryId for WriteDecision<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Query for WriteDecision<'_> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+/// Priority levels by index, as bind values that live long enough.
+const PRIORITY_LEVELS: [i16; 5] = [0, 1, 2, 3, 4];
+
+/// Pushes `, column = $value` for a case column that changed.
+macro_rules! set_if_changed {
+    ($out:ident, $before:ident, $case:ident, $column:literal, $field:ident, $sql:ty) => {
+        if $before.$field != $case.$field {
+            $out.push_sql(concat!(", ", $column, " = "));
+            $out.push_bind_param::<$sql, _>(&$case.$field)?;
+        }
+    };
+}
+
+impl QueryFragment<Pg> for WriteDecision<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        let case = self.case;
+        match self.before {
+            None => {
+                out.push_sql(
+                    "WITH c AS (INSERT INTO invoice_cases (id, number, state, account_id, \
+                     contact_id, invoice_number, request_source, short_description, \
+                     description, priority, currency_code, opened_by, create_time, \
+                     update_time, revision) VALUES (",
+                );
+                out.push_bind_param::<SqlUuid, _>(&case.id)?;
+                out.push_sql(", ");
+                out.push_bind_param::<Text, _>(&case.number)?;
+                out.push_sql(", ");
+                out.push_bind_param::<Text, _>(case.state.as_str())?;
+                out.push_sql(", ");
+                out.push_bind_param::<Text, _>(&case.account_id)?;
+                out.push_sql(", ");
+                out.push_bind_param::<Nullable<Text>, _>(&case.contact_id)?;
+                out.push_sql(", ");
+                out.push_bind_param::<Nullable<Text>, _>(&case.invoice_number)?;
+                out.push_sql(", ");
+                out.push_bind_param::<Text, _>(case.request_source.as_str())?;
+                out.push_sql(", ");
+                out.push_bind_param::<Text, _>(&case.short_description)?;
+                out.push_sql(", ");
+                out.push_bind_param::<Nullable<Text>, _>(&case.description)?;
+                out.push_sql(", ");
+                out.push_bind_param::<SmallInt, _>(
+                    &PRIORITY_LEVELS[case.priority.level() as usize],
+                )?;
+                out.push_sql(", ");
+                out.push_bind_param::<Text, _>(&case.currency_code)?;
+                out.push_sql(", ");
+                out.push_bind_param::<Text, _>(&case.opened_by)?;
+                out.push_sql(", ");
+                out.push_bind_param::<Timestamptz, _>(&case.create_time)?;
+                out.push_sql(", ");
+                out.push_bind_param::<Timestamptz, _>(&case.update_time)?;
+                out.push_sql(", ");
+                out.push_bind_param::<BigInt, _>(&case.revision)?;
+                out.push_sql(") RETURNING id)");
+            }
+            Some(before) => {
+                // The lock before the row is written: see the module doc.
+                out.push_sql(
+                    "WITH case_lock AS MATERIALIZED (SELECT \
+                     pg_advisory_xact_lock(470441472, hashtext(",
+                );
+                out.push_bind_param::<SqlUuid, _>(&case.id)?;
+                out.push_sql(
+                    "::text)) AS taken), c AS (UPDATE invoice_cases SET update_time = ",
+                );
+                out.push_bind_param::<Timestamptz, _>(&case.update_time)?;
+                out.push_sql(", revision = ");
+                out.push_bind_param::<BigInt, _>(&case.revision)?;
+                if before.state != case.state {
+                    out.push_sql(", state = ");
+                    out.push_bind_param::<Text, _>(case.state.as_str())?;
+                }
+                if before.priority != case.priority {
+                    out.push_sql(", priority = ");
+                    out.push_bind_param::<SmallInt, _>(
+                        &PRIORITY_LEVELS[case.priority.level() as usize],
+                    )?;
+                }
+                if before.resolution_code != case.resolution_code {
+                    out.push_sql(", resolution_code = ");
+                    out.push_bind_param::<Nullable<Text>, _>(&self.resolution_code)?;
+                }
+                set_if_changed!(out, before, case, "contact_id", contact_id, Nullable<Text>);
+                set_if_changed!(
+                    out,
+                    before,
+                    case,
+                    "invoice_number",
+                    invoice_number,
+                    Nullable<Text>
+                );
+                set_if_changed!(out, before, case, "short_description", short_description, Text);
+                set_if_changed!(out, before, case, "description", description, Nullable<Text>);
+                set_if_changed!(out, before, case, "assigned_to", assigned_to, Nullable<Text>);
+                set_if_changed!(
+                    out,
+                    before,
+                    case,
+                    "resolution_notes",
+                    resolution_notes,
+                    Nullable<Text>
+                );
+                set_if_changed!(
+                    out,
+                    before,
+                    case,
+                    "submit_time",
+                    submit_time,
+                    Nullable<Timestamptz>
+                );
+                set_if_changed!(
+                    out,
+                    before,
+                    case,
+                    "resolve_time",
+                    resolve_time,
+                    Nullable<Timestamptz>
+                );
+                set_if_changed!(
+                    out,
+                    before,
+                    case,
+                    "close_time",
+                    close_time,
+                    Nullable<Timestamptz>
+                );
+                out.push_sql(" FROM case_lock WHERE invoice_cases.id = ");
+                out.push_bind_param::<SqlUuid, _>(&case.id)?;
+                out.push_sql(" AND invoice_cases.revision = ");
+                out.push_bind_param::<BigInt, _>(&before.revision)?;
+                out.push_sql(" RETURNING invoice_cases.id)");
+            }
+        }
+        if !self.removed.is_empty() {
+            out.push_sql(
+                ", removed AS (DELETE FROM case_lines l USING c \
+                 WHERE l.case_id = c.id AND l.id = ANY(",
+            );
+            out.push_bind_param::<Array<SqlUuid>, _>(&self.removed)?;
+            out.push_sql("))");
+        }
+        if let Some(added) = &self.added {
+            added.walk(&mut out, &case.update_time)?;
+        }
+        if let Some(changed) = &self.changed {
+            changed.walk(&mut out, &case.update_time)?;
+        }
+        out.push_sql(
+            ", event AS (INSERT INTO case_events (case_id, case_number, account_id, action, \
+             actor, occur_time, etag, changes, comment) SELECT c.id, ",
+        );
+        out.push_bind_param::<Text, _>(&case.number)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&case.account_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(self.action)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(self.record.actor)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Timestamptz, _>(&case.update_time)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&self.etag)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Jsonb, _>(&self.changes)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.record.comment)?;
+        out.push_sql(" FROM c)");
+        if let (Some(key), Some(response)) = (self.record.idempotency, &self.response) {
+            out.push_sql(
+                ", reply AS (INSERT INTO idempotency_records (request_id, actor, method, \
+                 fingerprint, case_id, response) SELECT ",
+            );
+            out.push_bind_param::<SqlUuid, _>(&key.request_id)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Text, _>(self.record.actor)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Text, _>(key.method)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Bytea, _>(&key.fingerprint)?;
+            out.push_sql(", c.id, ");
+            out.push_bind_param::<Jsonb, _>(response)?;
+            out.push_sql(" FROM c)");
+        }
+        if self.record.notify {
+            out.push_sql(
+                ", wake AS (SELECT pg_notify('invoice_case_events', '') FROM c) \
+                 SELECT (SELECT count(*) FROM c) + 0 * (SELECT count(*) FROM wake) AS written",
+            );
+        } else {
+            out.push_sql(" SELECT (SELECT count(*) FROM c) AS written");
+        }
+        Ok(())
+    }
+}
+
+/// The lines a decision added, as column arrays.
+struct AddedLines<'a> {
     id: Vec<Uuid>,
     position: Vec<i32>,
     number: Vec<&'a str>,
@@ -248,10 +332,9 @@ struct Added<'a> {
     disputed_quantity: Vec<Option<&'a BigDecimal>>,
 }
 
-impl<'a> Added<'a> {
-    fn of(lines: impl Iterator<Item = &'a Line>) -> Self {
-        let lines: Vec<&Line> = lines.collect();
-        Added {
+impl<'a> AddedLines<'a> {
+    fn new(lines: &[&'a Line]) -> Self {
+        AddedLines {
             id: lines.iter().map(|l| l.id).collect(),
             position: lines.iter().map(|l| l.position).collect(),
             number: lines.iter().map(|l| l.number.as_str()).collect(),
@@ -260,14 +343,8 @@ impl<'a> Added<'a> {
             invoice_line_ref: lines.iter().map(|l| l.invoice_line_ref.as_deref()).collect(),
             invoice_number: lines.iter().map(|l| l.invoice_number.as_deref()).collect(),
             short_description: lines.iter().map(|l| l.short_description.as_str()).collect(),
-            invoiced_amount: lines
-                .iter()
-                .map(|l| l.invoiced_amount.as_big_decimal())
-                .collect(),
-            disputed_amount: lines
-                .iter()
-                .map(|l| l.disputed_amount.as_big_decimal())
-                .collect(),
+            invoiced_amount: lines.iter().map(|l| l.invoiced_amount.as_big_decimal()).collect(),
+            disputed_amount: lines.iter().map(|l| l.disputed_amount.as_big_decimal()).collect(),
             invoiced_quantity: lines
                 .iter()
                 .map(|l| l.invoiced_quantity.as_ref().map(|d| d.as_big_decimal()))
@@ -278,167 +355,198 @@ impl<'a> Added<'a> {
                 .collect(),
         }
     }
-}
 
-/// The event and the idempotency record of a decision.
-pub(super) struct Record<'a> {
-    pub actor: &'a str,
-    pub comment: Option<&'a str>,
-    pub idempotency: Option<&'a Idempotency>,
-    /// Notify other replicas' watch readers.
-    pub notify: bool,
-}
-
-fn changes(decision: &Decision) -> Result<serde_json::Value, StoreError> {
-    serde_json::to_value(&decision.changes)
-        .map_err(|e| StoreError::Corrupt(format!("event changes: {e}")))
-}
-
-fn response(record: &Record<'_>, case: &Case) -> Result<Option<serde_json::Value>, StoreError> {
-    record
-        .idempotency
-        .map(|_| serde_json::to_value(case))
-        .transpose()
-        .map_err(|e| StoreError::Corrupt(format!("response: {e}")))
-}
-
-impl<'a> InsertCase<'a> {
-    /// The statement that writes a create decision.
-    pub fn new(decision: &'a Decision, record: &Record<'a>) -> Result<Self, StoreError> {
-        let case = &decision.case;
-        let added = Added::of(case.lines.iter());
-        Ok(InsertCase {
-            id: case.id,
-            number: &case.number,
-            state: case.state.as_str(),
-            account_id: &case.account_id,
-            contact_id: case.contact_id.as_deref(),
-            invoice_number: case.invoice_number.as_deref(),
-            request_source: case.request_source.as_str(),
-            short_description: &case.short_description,
-            description: case.description.as_deref(),
-            priority: case.priority.level(),
-            currency_code: &case.currency_code,
-            opened_by: &case.opened_by,
-            revision: case.revision,
-            now: case.update_time,
-            add_id: added.id,
-            add_position: added.position,
-            add_number: added.number,
-            add_state: added.state,
-            add_dispute_code: added.dispute_code,
-            add_invoice_line_ref: added.invoice_line_ref,
-            add_invoice_number: added.invoice_number,
-            add_short_description: added.short_description,
-            add_invoiced_amount: added.invoiced_amount,
-            add_disputed_amount: added.disputed_amount,
-            add_invoiced_quantity: added.invoiced_quantity,
-            add_disputed_quantity: added.disputed_quantity,
-            case_number: &case.number,
-            action: decision.action.as_str(),
-            actor: record.actor,
-            etag: case.etag(),
-            changes: changes(decision)?,
-            comment: record.comment,
-            request_id: record.idempotency.map(|key| key.request_id),
-            method: record.idempotency.map_or("", |key| key.method),
-            fingerprint: record.idempotency.map(|key| key.fingerprint.as_slice()),
-            response: response(record, case)?,
-            notify: record.notify,
-        })
+    fn walk<'b>(
+        &'b self,
+        out: &mut AstPass<'_, 'b, Pg>,
+        now: &'b DateTime<Utc>,
+    ) -> QueryResult<()> {
+        out.push_sql(
+            ", added AS (INSERT INTO case_lines (id, case_id, position, number, state, \
+             dispute_code, invoice_line_ref, invoice_number, short_description, \
+             invoiced_amount, disputed_amount, invoiced_quantity, disputed_quantity, \
+             create_time, update_time) \
+             SELECT a.id, c.id, a.position, a.number, a.state, a.dispute_code, \
+             a.invoice_line_ref, a.invoice_number, a.short_description, a.invoiced_amount, \
+             a.disputed_amount, a.invoiced_quantity, a.disputed_quantity, ",
+        );
+        out.push_bind_param::<Timestamptz, _>(now)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Timestamptz, _>(now)?;
+        out.push_sql(" FROM c, unnest(");
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Integer>, _>(&self.position)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.number)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.state)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.dispute_code)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.invoice_line_ref)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.invoice_number)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.short_description)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Numeric>, _>(&self.invoiced_amount)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Numeric>, _>(&self.disputed_amount)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Numeric>>, _>(&self.invoiced_quantity)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Numeric>>, _>(&self.disputed_quantity)?;
+        out.push_sql(
+            ") AS a(id, position, number, state, dispute_code, invoice_line_ref, \
+             invoice_number, short_description, invoiced_amount, disputed_amount, \
+             invoiced_quantity, disputed_quantity))",
+        );
+        Ok(())
     }
 }
 
-impl<'a> UpdateCase<'a> {
-    /// The statement that writes `decision`, taken on the case at
-    /// `expected_revision`.
-    pub fn new(
-        decision: &'a Decision,
-        expected_revision: i64,
-        record: &Record<'a>,
-    ) -> Result<Self, StoreError> {
-        let case = &decision.case;
-        let added = Added::of(
-            case.lines
+/// The lines an action changed: the columns any of them changed, as
+/// arrays (`None`: no line changed that column).
+struct ChangedLines<'a> {
+    id: Vec<Uuid>,
+    state: Option<Vec<&'a str>>,
+    dispute_code: Option<Vec<&'a str>>,
+    invoice_line_ref: Option<Vec<Option<&'a str>>>,
+    invoice_number: Option<Vec<Option<&'a str>>>,
+    short_description: Option<Vec<&'a str>>,
+    invoiced_amount: Option<Vec<&'a BigDecimal>>,
+    disputed_amount: Option<Vec<&'a BigDecimal>>,
+    approved_amount: Option<Vec<Option<&'a BigDecimal>>>,
+    invoiced_quantity: Option<Vec<Option<&'a BigDecimal>>>,
+    disputed_quantity: Option<Vec<Option<&'a BigDecimal>>>,
+    resolution_code: Option<Vec<Option<&'a str>>>,
+    resolution_notes: Option<Vec<Option<&'a str>>>,
+}
+
+impl<'a> ChangedLines<'a> {
+    /// From (line before, line after) pairs.
+    fn new(pairs: &[(&'a Line, &'a Line)]) -> Self {
+        /// The column's values when any line changed it.
+        fn column<'a, T: PartialEq + ?Sized + 'a, V>(
+            pairs: &[(&'a Line, &'a Line)],
+            field: impl Fn(&'a Line) -> &'a T,
+            value: impl Fn(&'a Line) -> V,
+        ) -> Option<Vec<V>> {
+            pairs
                 .iter()
-                .filter(|line| decision.added_lines.contains(&line.id)),
-        );
-        let set: Vec<&Line> = case
-            .lines
-            .iter()
-            .filter(|line| decision.updated_lines.contains(&line.id))
-            .collect();
+                .any(|(before, after)| field(before) != field(after))
+                .then(|| pairs.iter().map(|(_, after)| value(after)).collect())
+        }
         let big = |d: &'a crate::domain::Decimal| d.as_big_decimal();
-        Ok(UpdateCase {
-            id: case.id,
-            expected_revision,
-            state: case.state.as_str(),
-            contact_id: case.contact_id.as_deref(),
-            invoice_number: case.invoice_number.as_deref(),
-            short_description: &case.short_description,
-            description: case.description.as_deref(),
-            priority: case.priority.level(),
-            assigned_to: case.assigned_to.as_deref(),
-            resolution_code: case.resolution_code.map(|c| c.as_str()),
-            resolution_notes: case.resolution_notes.as_deref(),
-            submit_time: case.submit_time,
-            resolve_time: case.resolve_time,
-            close_time: case.close_time,
-            revision: case.revision,
-            now: case.update_time,
-            remove_id: decision.removed_lines.clone(),
-            add_id: added.id,
-            add_position: added.position,
-            add_number: added.number,
-            add_state: added.state,
-            add_dispute_code: added.dispute_code,
-            add_invoice_line_ref: added.invoice_line_ref,
-            add_invoice_number: added.invoice_number,
-            add_short_description: added.short_description,
-            add_invoiced_amount: added.invoiced_amount,
-            add_disputed_amount: added.disputed_amount,
-            add_invoiced_quantity: added.invoiced_quantity,
-            add_disputed_quantity: added.disputed_quantity,
-            set_id: set.iter().map(|l| l.id).collect(),
-            set_state: set.iter().map(|l| l.state.as_str()).collect(),
-            set_dispute_code: set.iter().map(|l| l.dispute_code.as_str()).collect(),
-            set_invoice_line_ref: set.iter().map(|l| l.invoice_line_ref.as_deref()).collect(),
-            set_invoice_number: set.iter().map(|l| l.invoice_number.as_deref()).collect(),
-            set_short_description: set.iter().map(|l| l.short_description.as_str()).collect(),
-            set_invoiced_amount: set.iter().map(|l| big(&l.invoiced_amount)).collect(),
-            set_disputed_amount: set.iter().map(|l| big(&l.disputed_amount)).collect(),
-            set_approved_amount: set
-                .iter()
-                .map(|l| l.approved_amount.as_ref().map(big))
-                .collect(),
-            set_invoiced_quantity: set
-                .iter()
-                .map(|l| l.invoiced_quantity.as_ref().map(big))
-                .collect(),
-            set_disputed_quantity: set
-                .iter()
-                .map(|l| l.disputed_quantity.as_ref().map(big))
-                .collect(),
-            set_resolution_code: set
-                .iter()
-                .map(|l| l.resolution_code.map(|c| c.as_str()))
-                .collect(),
-            set_resolution_notes: set
-                .iter()
-                .map(|l| l.resolution_notes.as_deref())
-                .collect(),
-            case_number: &case.number,
-            account_id: &case.account_id,
-            action: decision.action.as_str(),
-            actor: record.actor,
-            etag: case.etag(),
-            changes: changes(decision)?,
-            comment: record.comment,
-            request_id: record.idempotency.map(|key| key.request_id),
-            method: record.idempotency.map_or("", |key| key.method),
-            fingerprint: record.idempotency.map(|key| key.fingerprint.as_slice()),
-            response: response(record, case)?,
-            notify: record.notify,
-        })
+        ChangedLines {
+            id: pairs.iter().map(|(_, after)| after.id).collect(),
+            state: column(pairs, |l| &l.state, |l| l.state.as_str()),
+            dispute_code: column(pairs, |l| &l.dispute_code, |l| l.dispute_code.as_str()),
+            invoice_line_ref: column(
+                pairs,
+                |l| &l.invoice_line_ref,
+                |l| l.invoice_line_ref.as_deref(),
+            ),
+            invoice_number: column(pairs, |l| &l.invoice_number, |l| l.invoice_number.as_deref()),
+            short_description: column(
+                pairs,
+                |l| &l.short_description,
+                |l| l.short_description.as_str(),
+            ),
+            invoiced_amount: column(pairs, |l| &l.invoiced_amount, |l| big(&l.invoiced_amount)),
+            disputed_amount: column(pairs, |l| &l.disputed_amount, |l| big(&l.disputed_amount)),
+            approved_amount: column(
+                pairs,
+                |l| &l.approved_amount,
+                |l| l.approved_amount.as_ref().map(big),
+            ),
+            invoiced_quantity: column(
+                pairs,
+                |l| &l.invoiced_quantity,
+                |l| l.invoiced_quantity.as_ref().map(big),
+            ),
+            disputed_quantity: column(
+                pairs,
+                |l| &l.disputed_quantity,
+                |l| l.disputed_quantity.as_ref().map(big),
+            ),
+            resolution_code: column(
+                pairs,
+                |l| &l.resolution_code,
+                |l| l.resolution_code.map(|c| c.as_str()),
+            ),
+            resolution_notes: column(
+                pairs,
+                |l| &l.resolution_notes,
+                |l| l.resolution_notes.as_deref(),
+            ),
+        }
+    }
+
+    fn walk<'b>(
+        &'b self,
+        out: &mut AstPass<'_, 'b, Pg>,
+        now: &'b DateTime<Utc>,
+    ) -> QueryResult<()> {
+        // Columns of the unnest and of the SET list, in one order.
+        let mut names: Vec<&'static str> = vec!["id"];
+        macro_rules! named {
+            ($($field:ident),*) => {$(
+                if self.$field.is_some() {
+                    names.push(stringify!($field));
+                }
+            )*};
+        }
+        named!(
+            state,
+            dispute_code,
+            invoice_line_ref,
+            invoice_number,
+            short_description,
+            invoiced_amount,
+            disputed_amount,
+            approved_amount,
+            invoiced_quantity,
+            disputed_quantity,
+            resolution_code,
+            resolution_notes
+        );
+        out.push_sql(", changed AS (UPDATE case_lines l SET update_time = ");
+        out.push_bind_param::<Timestamptz, _>(now)?;
+        for name in &names[1..] {
+            out.push_sql(", ");
+            out.push_sql(name);
+            out.push_sql(" = s.");
+            out.push_sql(name);
+        }
+        out.push_sql(" FROM c, unnest(");
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.id)?;
+        macro_rules! array {
+            ($($field:ident: $sql:ty),*) => {$(
+                if let Some(values) = &self.$field {
+                    out.push_sql(", ");
+                    out.push_bind_param::<Array<$sql>, _>(values)?;
+                }
+            )*};
+        }
+        array!(
+            state: Text,
+            dispute_code: Text,
+            invoice_line_ref: Nullable<Text>,
+            invoice_number: Nullable<Text>,
+            short_description: Text,
+            invoiced_amount: Numeric,
+            disputed_amount: Numeric,
+            approved_amount: Nullable<Numeric>,
+            invoiced_quantity: Nullable<Numeric>,
+            disputed_quantity: Nullable<Numeric>,
+            resolution_code: Nullable<Text>,
+            resolution_notes: Nullable<Text>
+        );
+        out.push_sql(") AS s(");
+        out.push_sql(&names.join(", "));
+        out.push_sql(") WHERE l.id = s.id AND l.case_id = c.id)");
+        Ok(())
     }
 }
