@@ -20,7 +20,10 @@ use uuid::Uuid;
 use super::{
     Access, CaseKey, Store, StoreError, idempotency,
     idempotency::Idempotency,
-    load::{CasesWithLines, LoadCase, Loaded, LoadedCase, PageOrder, StoredReply, cases_of},
+    load::{
+        CaseLineRow, CasesWithLines, FindReply, LoadCase, LoadedCase, PageOrder, StoredReply,
+        cases_of,
+    },
     schema::invoice_cases,
     session::{Mode, Session},
     statement::statement,
@@ -234,20 +237,30 @@ impl Store {
     ) -> Result<Case, StoreError> {
         let (id, number) = key_columns(key);
         for _ in 0..MAX_ATTEMPTS {
-            let rows: Vec<Loaded> = session
-            .rows(LoadCase {
-                    id,
-                    number,
-                    accounts: access.accounts.as_deref(),
-                    request_id: meta.idempotency.as_ref().map(|key| key.request_id),
-                    new_line: matches!(request, Request::AddLine(_)),
-                })
-                .await?;
+            let load = LoadCase {
+                id,
+                number,
+                accounts: access.accounts.as_deref(),
+                new_line: matches!(request, Request::AddLine(_)),
+            };
+            let (rows, reply): (Vec<CaseLineRow>, Vec<StoredReply>) = match &meta.idempotency {
+                Some(key) => {
+                    session
+                        .rows2(
+                            load,
+                            FindReply {
+                                request_id: key.request_id,
+                            },
+                        )
+                        .await?
+                }
+                None => (session.rows(load).await?, Vec::new()),
+            };
             let loaded = LoadedCase::from_rows(rows)?;
             let Some(case) = loaded.case else {
                 return Err(StoreError::CaseNotFound);
             };
-            if let Some(reply) = loaded.reply {
+            if let Some(reply) = reply.into_iter().next() {
                 return replay(reply, meta);
             }
             let current = case.revision.to_string();
@@ -335,11 +348,10 @@ impl Store {
         let mut session = self.session(timeout, Mode::ReadOnly).await?;
         let (id, number) = key_columns(key);
         let rows = session
-            .rows(LoadCase {
+            .rows::<_, CaseLineRow>(LoadCase {
                 id,
                 number,
                 accounts: access.accounts.as_deref(),
-                request_id: None,
                 new_line: false,
             })
             .await;
@@ -361,7 +373,7 @@ impl Store {
     ) -> Result<CasePage, StoreError> {
         let mut session = self.session(timeout, Mode::ReadOnly).await?;
         let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
-        let rows: Result<Vec<Loaded>, StoreError> = session
+        let rows: Result<Vec<CaseLineRow>, StoreError> = session
             .rows(CasesWithLines {
                 cases: ListCases {
                     filter,

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::{
     Store, StoreError,
-    load::{CasesWithLines, Loaded, PageOrder, cases_of},
+    load::{CaseLineRow, CasesWithLines, PageOrder, cases_of},
     rows::{EventPosition, EventRow, StoredEvent},
     session::{Mode, Session},
     statement::statement,
@@ -499,7 +499,7 @@ impl Store {
             let mut after: Option<Uuid> = None;
             let limit = i64::try_from(page).unwrap_or(i64::MAX);
             loop {
-                let rows: Vec<Loaded> = session
+                let rows: Vec<CaseLineRow> = session
                     .rows(CasesWithLines {
                         cases: SnapshotCases {
                             filter,

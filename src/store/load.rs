@@ -9,13 +9,14 @@ use diesel::{
     pg::Pg,
     query_builder::{AstPass, QueryFragment, QueryId},
     row::NamedRow,
-    sql_types::{Array, BigInt, Bytea, Jsonb, Nullable, SmallInt, Text, Uuid as SqlUuid},
+    sql_types::{Array, BigInt, Bytea, Jsonb, Nullable, Text, Uuid as SqlUuid},
 };
 use uuid::Uuid;
 
 use super::{
     StoreError,
     rows::{CaseRow, Columns, LineRow},
+    statement::statement,
 };
 use crate::domain::Case;
 
@@ -48,47 +49,15 @@ macro_rules! line_columns {
     };
 }
 
-macro_rules! no_case {
-    () => {
-        "NULL::uuid, NULL::text, NULL::text, NULL::text, NULL::text, NULL::text, NULL::text, \
-         NULL::text, NULL::text, NULL::smallint, NULL::text, NULL::text, NULL::text, NULL::text, \
-         NULL::text, NULL::timestamptz, NULL::timestamptz, NULL::timestamptz, \
-         NULL::timestamptz, NULL::timestamptz, NULL::bigint"
-    };
-}
-
-macro_rules! no_line {
-    () => {
-        "NULL::uuid, NULL::uuid, NULL::integer, NULL::text, NULL::text, NULL::text, NULL::text, \
-         NULL::text, NULL::text, NULL::numeric, NULL::numeric, NULL::numeric, NULL::numeric, \
-         NULL::numeric, NULL::text, NULL::text, NULL::timestamptz, NULL::timestamptz"
-    };
-}
-
-macro_rules! no_reply {
-    () => {
-        "NULL::text, NULL::text, NULL::bytea, NULL::jsonb"
-    };
-}
-
-/// Column of the first case column (after `kind`).
-const CASE_AT: usize = 1;
-/// Column of the first line column.
-const LINE_AT: usize = CASE_AT + 21;
-/// Column of the first stored-reply column.
-const REPLY_AT: usize = LINE_AT + 18;
-/// Column of the new line number.
-const SEQUENCE_AT: usize = REPLY_AT + 4;
-
-/// A case (by id or number, if the caller may see it) with its lines; the
-/// reply stored for `request_id`, if any; and a new line number when
-/// `new_line`. One statement: one snapshot. The parts a call does not need
-/// are left out of the statement (each shape is prepared once).
+/// A case (by id or number, if the caller may see it) joined with its
+/// lines (one row per line, or one row without a line), and a new line
+/// number when `new_line`. One statement: one snapshot. The parts a call
+/// does not need are left out of the statement (each shape is prepared once
+/// per connection).
 pub(super) struct LoadCase<'a> {
     pub id: Option<Uuid>,
     pub number: Option<&'a str>,
     pub accounts: Option<&'a [String]>,
-    pub request_id: Option<Uuid>,
     pub new_line: bool,
 }
 
@@ -103,100 +72,87 @@ impl diesel::query_builder::Query for LoadCase<'_> {
 
 impl QueryFragment<Pg> for LoadCase<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql("WITH c AS MATERIALIZED (SELECT * FROM invoice_cases WHERE ");
+        out.push_sql(concat!(
+            "SELECT ",
+            case_columns!("c"),
+            ", ",
+            line_columns!("l")
+        ));
+        if self.new_line {
+            out.push_sql(", (SELECT nextval('case_line_number_seq')) AS line_seq");
+        }
+        out.push_sql(" FROM invoice_cases c LEFT JOIN case_lines l ON l.case_id = c.id WHERE ");
         match (&self.id, &self.number) {
             (Some(id), _) => {
-                out.push_sql("id = ");
+                out.push_sql("c.id = ");
                 out.push_bind_param::<SqlUuid, _>(id)?;
             }
             (None, number) => {
-                out.push_sql("number = ");
+                out.push_sql("c.number = ");
                 out.push_bind_param::<Nullable<Text>, _>(number)?;
             }
         }
         if let Some(accounts) = &self.accounts {
-            out.push_sql(" AND account_id = ANY(");
+            out.push_sql(" AND c.account_id = ANY(");
             out.push_bind_param::<Array<Text>, _>(accounts)?;
             out.push_sql(")");
-        }
-        out.push_sql(concat!(
-            ") SELECT 0::smallint AS kind, ",
-            case_columns!("c"),
-            ", ",
-            no_line!(),
-            ", ",
-            no_reply!(),
-            ", NULL::bigint FROM c \
-             UNION ALL \
-             SELECT 1::smallint, ",
-            no_case!(),
-            ", ",
-            line_columns!("l"),
-            ", ",
-            no_reply!(),
-            ", NULL::bigint FROM case_lines l JOIN c ON l.case_id = c.id",
-        ));
-        if let Some(request_id) = &self.request_id {
-            out.push_sql(concat!(
-                " UNION ALL SELECT 2::smallint, ",
-                no_case!(),
-                ", ",
-                no_line!(),
-                ", r.actor, r.method, r.fingerprint, r.response, NULL::bigint \
-                 FROM idempotency_records r WHERE r.request_id = "
-            ));
-            out.push_bind_param::<SqlUuid, _>(request_id)?;
-            out.push_sql(" AND EXISTS (SELECT FROM c)");
-        }
-        if self.new_line {
-            out.push_sql(concat!(
-                " UNION ALL SELECT 3::smallint, ",
-                no_case!(),
-                ", ",
-                no_line!(),
-                ", ",
-                no_reply!(),
-                ", nextval('case_line_number_seq') FROM c"
-            ));
         }
         Ok(())
     }
 }
 
+statement! {
+    /// The reply stored for a request id.
+    pub(super) struct FindReply {
+        request_id: SqlUuid = Uuid,
+    }
+    "SELECT actor, method, fingerprint, response FROM idempotency_records \
+     WHERE request_id = $request_id"
+}
+
 /// The reply stored for a request id.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, QueryableByName)]
 pub(super) struct StoredReply {
+    #[diesel(sql_type = Text)]
     pub actor: String,
+    #[diesel(sql_type = Text)]
     pub method: String,
+    #[diesel(sql_type = Bytea)]
     pub fingerprint: Vec<u8>,
+    #[diesel(sql_type = Jsonb)]
     pub response: serde_json::Value,
 }
 
-/// One row of [`LoadCase`] (or of [`CasesWithLines`]).
-pub(super) enum Loaded {
-    Case(Box<CaseRow>),
-    Line(Box<LineRow>),
-    Reply(Box<StoredReply>),
-    LineSequence(i64),
+/// One row of [`LoadCase`] or [`CasesWithLines`]: a case, one of its
+/// lines (if it has any), and the new line number (when asked for).
+pub(super) struct CaseLineRow {
+    pub case: CaseRow,
+    pub line: Option<LineRow>,
+    pub line_sequence: Option<i64>,
 }
 
-impl QueryableByName<Pg> for Loaded {
+/// Column of the first line column.
+const LINE_AT: usize = 21;
+/// Column of the new line number.
+const SEQUENCE_AT: usize = LINE_AT + 18;
+
+impl QueryableByName<Pg> for CaseLineRow {
     fn build<'a>(row: &impl NamedRow<'a, Pg>) -> deserialize::Result<Self> {
-        let kind: i16 = Columns::new(row, 0).next::<SmallInt, _>()?;
-        Ok(match kind {
-            0 => Loaded::Case(Box::new(CaseRow::read(&mut Columns::new(row, CASE_AT))?)),
-            1 => Loaded::Line(Box::new(LineRow::read(&mut Columns::new(row, LINE_AT))?)),
-            2 => {
-                let mut c = Columns::new(row, REPLY_AT);
-                Loaded::Reply(Box::new(StoredReply {
-                    actor: c.next::<Text, _>()?,
-                    method: c.next::<Text, _>()?,
-                    fingerprint: c.next::<Bytea, _>()?,
-                    response: c.next::<Jsonb, _>()?,
-                }))
-            }
-            3 => Loaded::LineSequence(Columns::new(row, SEQUENCE_AT).next::<BigInt, _>()?),
-            other => return Err(format!("unknown row kind {other}").into()),
+        let case = CaseRow::read(&mut Columns::new(row, 0))?;
+        let line_id: Option<Uuid> =
+            Columns::new(row, LINE_AT).next::<Nullable<SqlUuid>, _>()?;
+        let line = match line_id {
+            Some(_) => Some(LineRow::read(&mut Columns::new(row, LINE_AT))?),
+            None => None,
+        };
+        let line_sequence = match diesel::row::Row::field_count(row) > SEQUENCE_AT {
+            true => Columns::new(row, SEQUENCE_AT).next::<Nullable<BigInt>, _>()?,
+            false => None,
+        };
+        Ok(CaseLineRow {
+            case,
+            line,
+            line_sequence,
         })
     }
 }
@@ -204,28 +160,22 @@ impl QueryableByName<Pg> for Loaded {
 /// What [`LoadCase`] found.
 pub(super) struct LoadedCase {
     pub case: Option<Case>,
-    pub reply: Option<StoredReply>,
     pub line_sequence: Option<i64>,
 }
 
 impl LoadedCase {
-    pub fn from_rows(rows: Vec<Loaded>) -> Result<Self, StoreError> {
+    pub fn from_rows(rows: Vec<CaseLineRow>) -> Result<Self, StoreError> {
         let mut case_row = None;
-        let mut lines = Vec::new();
-        let mut reply = None;
+        let mut lines = Vec::with_capacity(rows.len());
         let mut line_sequence = None;
         for row in rows {
-            match row {
-                Loaded::Case(row) => case_row = Some(*row),
-                Loaded::Line(row) => lines.push(*row),
-                Loaded::Reply(row) => reply = Some(*row),
-                Loaded::LineSequence(seq) => line_sequence = Some(seq),
-            }
+            line_sequence = line_sequence.or(row.line_sequence);
+            lines.extend(row.line);
+            case_row.get_or_insert(row.case);
         }
         lines.sort_by_key(|line: &LineRow| line.position);
         Ok(LoadedCase {
             case: case_row.map(|row| row.into_case(lines)).transpose()?,
-            reply,
             line_sequence,
         })
     }
@@ -261,17 +211,11 @@ impl<Q: QueryFragment<Pg>> QueryFragment<Pg> for CasesWithLines<Q> {
         out.push_sql("WITH c AS MATERIALIZED (");
         self.cases.walk_ast(out.reborrow())?;
         out.push_sql(concat!(
-            ") SELECT 0::smallint AS kind, ",
+            ") SELECT ",
             case_columns!("c"),
             ", ",
-            no_line!(),
-            " FROM c \
-             UNION ALL \
-             SELECT 1::smallint, ",
-            no_case!(),
-            ", ",
             line_columns!("l"),
-            " FROM case_lines l JOIN c ON l.case_id = c.id",
+            " FROM c LEFT JOIN case_lines l ON l.case_id = c.id",
         ));
         Ok(())
     }
@@ -279,26 +223,29 @@ impl<Q: QueryFragment<Pg>> QueryFragment<Pg> for CasesWithLines<Q> {
 
 /// The cases of [`CasesWithLines`] rows, in `order`, each with its lines
 /// in line order.
-pub(super) fn cases_of(rows: Vec<Loaded>, order: PageOrder) -> Result<Vec<Case>, StoreError> {
-    let mut case_rows = Vec::new();
-    let mut lines: std::collections::HashMap<Uuid, Vec<LineRow>> = Default::default();
-    for row in rows {
-        match row {
-            Loaded::Case(row) => case_rows.push(*row),
-            Loaded::Line(line) => lines.entry(line.case_id).or_default().push(*line),
-            Loaded::Reply(_) | Loaded::LineSequence(_) => {}
-        }
+pub(super) fn cases_of(
+    rows: Vec<CaseLineRow>,
+    order: PageOrder,
+) -> Result<Vec<Case>, StoreError> {
+    let mut cases: std::collections::HashMap<Uuid, (CaseRow, Vec<LineRow>)> = Default::default();
+    for CaseLineRow { case, line, .. } in rows {
+        let id = case.id;
+        cases
+            .entry(id)
+            .or_insert_with(|| (case, Vec::new()))
+            .1
+            .extend(line);
     }
+    let mut cases: Vec<(CaseRow, Vec<LineRow>)> = cases.into_values().collect();
     match order {
-        PageOrder::NewestFirst => case_rows.sort_by(|a, b| {
+        PageOrder::NewestFirst => cases.sort_by(|(a, _), (b, _)| {
             (b.create_time, b.id).cmp(&(a.create_time, a.id))
         }),
-        PageOrder::ById => case_rows.sort_by_key(|row| row.id),
+        PageOrder::ById => cases.sort_by_key(|(row, _)| row.id),
     }
-    case_rows
+    cases
         .into_iter()
-        .map(|row| {
-            let mut lines = lines.remove(&row.id).unwrap_or_default();
+        .map(|(row, mut lines)| {
             lines.sort_by_key(|line| line.position);
             row.into_case(lines)
         })

@@ -98,6 +98,45 @@ impl Session {
         })
     }
 
+    /// Runs two queries in one round trip (each on its own snapshot, unless
+    /// the session has a transaction) and returns both results.
+    pub fn rows2<'s, Q1, U1, Q2, U2>(
+        &'s mut self,
+        first: Q1,
+        second: Q2,
+    ) -> BoxFuture<'s, Result<(Vec<U1>, Vec<U2>), StoreError>>
+    where
+        Q1: LoadQuery<'s, &'s AsyncPgConnection, U1> + Send + 's,
+        U1: Send + 's,
+        Q2: LoadQuery<'s, &'s AsyncPgConnection, U2> + Send + 's,
+        U2: Send + 's,
+    {
+        let begin = self.pending_begin.take();
+        if begin.is_some() {
+            self.in_transaction = true;
+        }
+        let conn: Option<&'s AsyncPgConnection> = self.conn.as_deref();
+        Box::pin(async move {
+            let Some(conn) = conn else {
+                return Err(StoreError::Unavailable("the session has no connection".into()));
+            };
+            let (mut begin_conn, mut first_conn, mut second_conn) = (conn, conn, conn);
+            let begun = async {
+                match &begin {
+                    Some(begin) => begin_conn.batch_execute(begin).await,
+                    None => Ok(()),
+                }
+            };
+            let (begun, first, second) = futures::join!(
+                begun,
+                first.load::<U1>(&mut first_conn),
+                second.load::<U2>(&mut second_conn)
+            );
+            begun?;
+            Ok((first?, second?))
+        })
+    }
+
     /// Runs `query` and returns its one row.
     pub fn row<'s, Q, U>(&'s mut self, query: Q) -> BoxFuture<'s, Result<U, StoreError>>
     where
