@@ -16,7 +16,10 @@
 //! * `list`: ListInvoiceCases pages of 50, newest first (up to 5 pages deep);
 //! * `list-filtered`: the same with a filter (state, account, assignee,
 //!   priority, and two combined);
-//! * `history`: ListStateChanges of existing cases.
+//! * `history`: ListStateChanges of existing cases;
+//! * `health`: grpc.health.v1.Health/Check, which touches neither the
+//!   database nor a token: what the gRPC stack alone costs per call, the
+//!   floor under every RPC's rate.
 //!
 //! For every measure it prints the median over the rounds of the rate,
 //! latency p50/p99, the CPU microseconds per call of the server, of
@@ -51,6 +54,8 @@ use invoice_cases_test_support::{
     measure::{CpuPerOp, CpuSample, Latencies, PgCounters},
     new_secret, pgbench, serve_command, token,
 };
+use tonic::transport::Channel;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -67,7 +72,14 @@ struct Args {
     given: Vec<String>,
 }
 
-const PHASES: [&str; 5] = ["lifecycle", "get", "list", "list-filtered", "history"];
+const PHASES: [&str; 6] = [
+    "lifecycle",
+    "get",
+    "list",
+    "list-filtered",
+    "history",
+    "health",
+];
 
 const USAGE: &str = "usage: cargo bench --bench transitions -- [--clients N] [--connections C] \
 [--seconds S] [--pgbench-seconds T] [--pgbench-scale K] [--seed-cases N] [--rounds R] \
@@ -239,6 +251,7 @@ const TPC_B: &str = "pgbench TPC-B";
 const SELECT_ONLY: &str = "pgbench select-only";
 const MUTATING: &str = "mutating RPCs of lifecycles (all)";
 const GET: &str = "GetInvoiceCase";
+const HEALTH: &str = "Health/Check (no database, no token)";
 
 async fn bench(args: &Args, cluster: &Cluster) -> anyhow::Result<bool> {
     let mut problems: Vec<String> = Vec::new();
@@ -266,7 +279,10 @@ async fn bench(args: &Args, cluster: &Cluster) -> anyhow::Result<bool> {
         .args(["--metrics-listen", &free_addr().to_string()])
         .args(&args.server_args)
         .stderr(Stdio::from(log_file));
-    progress(&format!("starting {} serve on {addr}", args.server.display()));
+    progress(&format!(
+        "starting {} serve on {addr}",
+        args.server.display()
+    ));
     let server = ServerProcess::spawn(
         command,
         addr,
@@ -362,12 +378,8 @@ async fn bench(args: &Args, cluster: &Cluster) -> anyhow::Result<bool> {
                 });
             }
         }
-        let ids: Arc<Vec<String>> = Arc::new(
-            created
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-        );
+        let ids: Arc<Vec<String>> =
+            Arc::new(created.lock().unwrap_or_else(|e| e.into_inner()).clone());
         if ids.is_empty() {
             problems.push("no case was created: the read phases have nothing to read".into());
             break;
@@ -377,7 +389,11 @@ async fn bench(args: &Args, cluster: &Cluster) -> anyhow::Result<bool> {
                 "seeding {} cases in mixed states for the filters",
                 args.seed_cases
             ));
-            seed(clients_for("bench-agent", &["requester", "agent"]), args.seed_cases).await?;
+            seed(
+                clients_for("bench-agent", &["requester", "agent"]),
+                args.seed_cases,
+            )
+            .await?;
             seeded = true;
         }
         if args.pgbench_seconds > 0 {
@@ -387,43 +403,68 @@ async fn bench(args: &Args, cluster: &Cluster) -> anyhow::Result<bool> {
         if wants("get") {
             progress(&format!("round {round}: get, {} s", args.seconds));
             let ids = ids.clone();
-            let (row, errors) = read_phase(GET, readers(), args, server_pid, postmaster, cluster, move |_, mut client, i| {
-                let id = ids[pick(i, ids.len())].clone();
-                Box::pin(async move {
-                    let started = Instant::now();
-                    client
-                        .get_invoice_case(pb::GetInvoiceCaseRequest { case_id: id })
-                        .await
-                        .map_err(failed("GetInvoiceCase"))?;
-                    Ok((client, vec![("GetInvoiceCase", started)]))
-                })
-            })
+            let (row, errors) = read_phase(
+                GET,
+                readers(),
+                args,
+                server_pid,
+                postmaster,
+                cluster,
+                move |_, mut client, i| {
+                    let id = ids[pick(i, ids.len())].clone();
+                    Box::pin(async move {
+                        let started = Instant::now();
+                        client
+                            .get_invoice_case(pb::GetInvoiceCaseRequest { case_id: id })
+                            .await
+                            .map_err(failed("GetInvoiceCase"))?;
+                        Ok((client, vec![("GetInvoiceCase", started)]))
+                    })
+                },
+            )
             .await;
             rounds.add(row);
             problems.extend(errors);
         }
         if wants("list") {
             progress(&format!("round {round}: list, {} s", args.seconds));
-            let (row, errors) = read_phase("ListInvoiceCases (page of 50)", readers(), args, server_pid, postmaster, cluster, |_, mut client, i| {
-                Box::pin(async move {
-                    let pages = list_pages(&mut client, String::new(), 1 + i as usize % 5).await?;
-                    Ok((client, pages))
-                })
-            })
+            let (row, errors) = read_phase(
+                "ListInvoiceCases (page of 50)",
+                readers(),
+                args,
+                server_pid,
+                postmaster,
+                cluster,
+                |_, mut client, i| {
+                    Box::pin(async move {
+                        let pages =
+                            list_pages(&mut client, String::new(), 1 + i as usize % 5).await?;
+                        Ok((client, pages))
+                    })
+                },
+            )
             .await;
             rounds.add(row);
             problems.extend(errors);
         }
         if wants("list-filtered") {
             progress(&format!("round {round}: list-filtered, {} s", args.seconds));
-            let (row, errors) = read_phase("ListInvoiceCases (filtered)", readers(), args, server_pid, postmaster, cluster, |worker, mut client, i| {
-                let filter = FILTERS[(worker + i as usize) % FILTERS.len()]
-                    .replace("{w}", &(worker % ACCOUNTS).to_string());
-                Box::pin(async move {
-                    let pages = list_pages(&mut client, filter, 1 + i as usize % 3).await?;
-                    Ok((client, pages))
-                })
-            })
+            let (row, errors) = read_phase(
+                "ListInvoiceCases (filtered)",
+                readers(),
+                args,
+                server_pid,
+                postmaster,
+                cluster,
+                |worker, mut client, i| {
+                    let filter = FILTERS[(worker + i as usize) % FILTERS.len()]
+                        .replace("{w}", &(worker % ACCOUNTS).to_string());
+                    Box::pin(async move {
+                        let pages = list_pages(&mut client, filter, 1 + i as usize % 3).await?;
+                        Ok((client, pages))
+                    })
+                },
+            )
             .await;
             rounds.add(row);
             problems.extend(errors);
@@ -431,28 +472,65 @@ async fn bench(args: &Args, cluster: &Cluster) -> anyhow::Result<bool> {
         if wants("history") {
             progress(&format!("round {round}: history, {} s", args.seconds));
             let ids = ids.clone();
-            let (row, errors) = read_phase("ListStateChanges", readers(), args, server_pid, postmaster, cluster, move |_, mut client, i| {
-                let id = ids[pick(i.wrapping_mul(7), ids.len())].clone();
-                Box::pin(async move {
-                    let started = Instant::now();
-                    let page = client
-                        .list_state_changes(pb::ListStateChangesRequest {
-                            case_id: id,
-                            page_size: 0,
-                            page_token: String::new(),
-                        })
-                        .await
-                        .map_err(failed("ListStateChanges"))?
-                        .into_inner();
-                    if page.events.len() != 6 {
-                        return Err(format!(
-                            "a lifecycle's history has {} events, not 6",
-                            page.events.len()
-                        ));
-                    }
-                    Ok((client, vec![("ListStateChanges", started)]))
-                })
-            })
+            let (row, errors) = read_phase(
+                "ListStateChanges",
+                readers(),
+                args,
+                server_pid,
+                postmaster,
+                cluster,
+                move |_, mut client, i| {
+                    let id = ids[pick(i.wrapping_mul(7), ids.len())].clone();
+                    Box::pin(async move {
+                        let started = Instant::now();
+                        let page = client
+                            .list_state_changes(pb::ListStateChangesRequest {
+                                case_id: id,
+                                page_size: 0,
+                                page_token: String::new(),
+                            })
+                            .await
+                            .map_err(failed("ListStateChanges"))?
+                            .into_inner();
+                        if page.events.len() != 6 {
+                            return Err(format!(
+                                "a lifecycle's history has {} events, not 6",
+                                page.events.len()
+                            ));
+                        }
+                        Ok((client, vec![("ListStateChanges", started)]))
+                    })
+                },
+            )
+            .await;
+            rounds.add(row);
+            problems.extend(errors);
+        }
+        if wants("health") {
+            progress(&format!("round {round}: health checks, {} s", args.seconds));
+            let probes: Vec<HealthClient<Channel>> = (0..args.clients)
+                .map(|i| HealthClient::new(channels[i % channels.len()].clone()))
+                .collect();
+            let (row, errors) = read_phase(
+                HEALTH,
+                probes,
+                args,
+                server_pid,
+                postmaster,
+                cluster,
+                |_, mut client, _| {
+                    Box::pin(async move {
+                        let started = Instant::now();
+                        client
+                            .check(HealthCheckRequest {
+                                service: String::new(),
+                            })
+                            .await
+                            .map_err(failed("Health/Check"))?;
+                        Ok((client, vec![("Check", started)]))
+                    })
+                },
+            )
             .await;
             rounds.add(row);
             problems.extend(errors);
@@ -506,8 +584,7 @@ fn pick(i: u64, len: usize) -> usize {
 }
 
 type Timings = Vec<(&'static str, Instant)>;
-type OpFuture =
-    Pin<Box<dyn Future<Output = Result<(Client, Vec<(&'static str, Instant)>), String>> + Send>>;
+type OpFuture<C> = Pin<Box<dyn Future<Output = Result<(C, Timings), String>> + Send>>;
 
 /// What one phase measured.
 struct Phase {
@@ -521,8 +598,8 @@ struct Phase {
 /// Runs `op` in a loop on every client until `seconds` have passed; each
 /// op returns the start instants of the RPCs it made (each ends when the
 /// next starts, the last when the op returns).
-async fn run_phase<F>(
-    clients: Vec<Client>,
+async fn run_phase<C, F>(
+    clients: Vec<C>,
     seconds: u64,
     server_pid: Option<u32>,
     postmaster: Option<u32>,
@@ -530,7 +607,8 @@ async fn run_phase<F>(
     op: F,
 ) -> (Phase, BTreeMap<&'static str, Latencies>)
 where
-    F: Fn(usize, Client, u64) -> OpFuture + Send + Sync + 'static,
+    C: Send + 'static,
+    F: Fn(usize, C, u64) -> OpFuture<C> + Send + Sync + 'static,
 {
     let op = Arc::new(op);
     let counters_start = PgCounters::read(admin_url).await.ok();
@@ -611,9 +689,9 @@ where
 }
 
 /// A read phase: one row, and its problems.
-async fn read_phase<F>(
+async fn read_phase<C, F>(
     name: &str,
-    clients: Vec<Client>,
+    clients: Vec<C>,
     args: &Args,
     server_pid: Option<u32>,
     postmaster: Option<u32>,
@@ -621,7 +699,8 @@ async fn read_phase<F>(
     op: F,
 ) -> (Row, Vec<String>)
 where
-    F: Fn(usize, Client, u64) -> OpFuture + Send + Sync + 'static,
+    C: Send + 'static,
+    F: Fn(usize, C, u64) -> OpFuture<C> + Send + Sync + 'static,
 {
     let (phase, by_method) = run_phase(
         clients,
@@ -949,8 +1028,18 @@ fn print_report(args: &Args, rounds: &mut Rounds, problems: &[String]) {
         args.connections,
         args.rounds,
         args.seconds,
-        pgbench::command_line(pgbench::Script::TpcB, clients, 2.min(clients), args.pgbench_seconds),
-        pgbench::command_line(pgbench::Script::SelectOnly, clients, 2.min(clients), args.pgbench_seconds),
+        pgbench::command_line(
+            pgbench::Script::TpcB,
+            clients,
+            2.min(clients),
+            args.pgbench_seconds
+        ),
+        pgbench::command_line(
+            pgbench::Script::SelectOnly,
+            clients,
+            2.min(clients),
+            args.pgbench_seconds
+        ),
         args.pgbench_scale,
     );
     println!();
@@ -975,7 +1064,13 @@ fn print_report(args: &Args, rounds: &mut Rounds, problems: &[String]) {
         let postgres = of(&|r| r.cpu.postgres, rows);
         let client = of(&|r| r.cpu.client, rows);
         let syncs: Vec<f64> = rows.iter().filter_map(|r| r.per_sync).collect();
-        let cpu = |v: f64| if v > 0.0 { format!("{v:.0}") } else { String::new() };
+        let cpu = |v: f64| {
+            if v > 0.0 {
+                format!("{v:.0}")
+            } else {
+                String::new()
+            }
+        };
         println!(
             "| {name} | {rate:.0} | {p50:.2} | {p99:.2} | {} | {} | {} | {} |",
             cpu(server),
@@ -992,7 +1087,13 @@ fn print_report(args: &Args, rounds: &mut Rounds, problems: &[String]) {
     println!();
     println!("Round by round (calls/s, PostgreSQL CPU µs/call):");
     println!();
-    println!("| measure | {} |", (1..=args.rounds).map(|r| format!("round {r}")).collect::<Vec<_>>().join(" | "));
+    println!(
+        "| measure | {} |",
+        (1..=args.rounds)
+            .map(|r| format!("round {r}"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
     println!("|---|{}", "---:|".repeat(args.rounds));
     for name in [TPC_B, MUTATING, SELECT_ONLY, GET] {
         let Some(rows) = rounds.rows.get(name) else {
@@ -1014,9 +1115,9 @@ fn print_report(args: &Args, rounds: &mut Rounds, problems: &[String]) {
         let row = |name: &str| rounds.get(name, round).cloned();
         if let (Some(mut writes), Some(mut tpcb)) = (row(MUTATING), row(TPC_B)) {
             ratios[0].2.push(writes.rate() / tpcb.rate());
-            ratios[1].2.push(
-                writes.latencies.percentile_ms(0.99) / tpcb.latencies.percentile_ms(0.99),
-            );
+            ratios[1]
+                .2
+                .push(writes.latencies.percentile_ms(0.99) / tpcb.latencies.percentile_ms(0.99));
         }
         if let (Some(get), Some(select)) = (row(GET), row(SELECT_ONLY)) {
             ratios[2].2.push(get.rate() / select.rate());

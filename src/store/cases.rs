@@ -150,7 +150,9 @@ impl Store {
     /// event: one statement for the numbers (and a stored reply), one that
     /// writes everything.
     pub async fn create_case(&self, new: NewCase, meta: &MutationMeta) -> Result<Case, StoreError> {
-        let mut session = self.session(meta.statement_timeout, Mode::ReadWrite).await?;
+        let mut session = self
+            .session(meta.statement_timeout, Mode::ReadWrite)
+            .await?;
         let result = self.create_in(&mut session, new, meta).await;
         let result = session.finish(result).await;
         self.after_write(result, meta).await
@@ -397,6 +399,32 @@ impl Store {
         Ok(CasePage { cases, next })
     }
 
+    /// The plan PostgreSQL chooses for a page of `list_cases` (`EXPLAIN`
+    /// of the very statement, with its values), one line per element: for
+    /// operators looking at a slow list, and for the test that checks every
+    /// filter is served by an index.
+    pub async fn explain_list_cases(
+        &self,
+        filter: &CaseFilter,
+        access: &Access,
+        after: Option<CasePageKey>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut session = self.session(None, Mode::ReadOnly).await?;
+        let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let lines: Vec<PlanLine> = session
+            .rows(Explain(CasesWithLines {
+                cases: ListCases {
+                    filter,
+                    accounts: access.accounts.as_deref(),
+                    after,
+                    limit: fetch,
+                },
+            }))
+            .await?;
+        Ok(lines.into_iter().map(|line| line.0).collect())
+    }
+
     /// Resolves a case key to the case id and account, if visible.
     pub async fn find_case(
         &self,
@@ -427,7 +455,9 @@ fn replay(reply: StoredReply, meta: &MutationMeta) -> Result<Case, StoreError> {
     let Some(key) = &meta.idempotency else {
         return Err(StoreError::Corrupt("a reply without a request id".into()));
     };
-    if reply.actor != meta.actor || reply.method != key.method || reply.fingerprint != key.fingerprint
+    if reply.actor != meta.actor
+        || reply.method != key.method
+        || reply.fingerprint != key.fingerprint
     {
         return Err(StoreError::RequestIdReused(key.request_id));
     }
@@ -495,6 +525,37 @@ impl QueryFragment<Pg> for ListCases<'_> {
         out.push_sql(" ORDER BY create_time DESC, id DESC LIMIT ");
         out.push_bind_param::<BigInt, _>(&self.limit)?;
         Ok(())
+    }
+}
+
+/// `EXPLAIN` of a query, run with the query's values.
+struct Explain<Q>(Q);
+
+impl<Q> QueryId for Explain<Q> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q> diesel::query_builder::Query for Explain<Q> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl<Q: QueryFragment<Pg>> QueryFragment<Pg> for Explain<Q> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("EXPLAIN ");
+        self.0.walk_ast(out)
+    }
+}
+
+/// One line of an `EXPLAIN`.
+struct PlanLine(String);
+
+impl diesel::deserialize::QueryableByName<Pg> for PlanLine {
+    fn build<'a>(row: &impl diesel::row::NamedRow<'a, Pg>) -> diesel::deserialize::Result<Self> {
+        use diesel::row::Field;
+        let field = diesel::row::Row::get(row, 0usize).ok_or("EXPLAIN returned no column")?;
+        <String as diesel::deserialize::FromSql<Text, Pg>>::from_nullable_sql(field.value())
+            .map(PlanLine)
     }
 }
 

@@ -96,7 +96,12 @@ impl StreamPosition {
     fn normalise(&mut self) {
         let after = self.after;
         if let Some(shown) = &mut self.shown {
-            if after >= (EventPosition { txid: shown.xmax, id: 0 }) {
+            if after
+                >= (EventPosition {
+                    txid: shown.xmax,
+                    id: 0,
+                })
+            {
                 self.shown = None;
             } else {
                 shown.in_progress.retain(|&txid| txid >= after.txid);

@@ -24,13 +24,48 @@ use crate::domain::Case;
 macro_rules! case_columns {
     ($t:literal) => {
         concat!(
-            $t, ".id, ", $t, ".number, ", $t, ".state, ", $t, ".account_id, ",
-            $t, ".contact_id, ", $t, ".invoice_number, ", $t, ".request_source, ",
-            $t, ".short_description, ", $t, ".description, ", $t, ".priority, ",
-            $t, ".currency_code, ", $t, ".assigned_to, ", $t, ".opened_by, ",
-            $t, ".resolution_code, ", $t, ".resolution_notes, ", $t, ".create_time, ",
-            $t, ".update_time, ", $t, ".submit_time, ", $t, ".resolve_time, ",
-            $t, ".close_time, ", $t, ".revision"
+            $t,
+            ".id, ",
+            $t,
+            ".number, ",
+            $t,
+            ".state, ",
+            $t,
+            ".account_id, ",
+            $t,
+            ".contact_id, ",
+            $t,
+            ".invoice_number, ",
+            $t,
+            ".request_source, ",
+            $t,
+            ".short_description, ",
+            $t,
+            ".description, ",
+            $t,
+            ".priority, ",
+            $t,
+            ".currency_code, ",
+            $t,
+            ".assigned_to, ",
+            $t,
+            ".opened_by, ",
+            $t,
+            ".resolution_code, ",
+            $t,
+            ".resolution_notes, ",
+            $t,
+            ".create_time, ",
+            $t,
+            ".update_time, ",
+            $t,
+            ".submit_time, ",
+            $t,
+            ".resolve_time, ",
+            $t,
+            ".close_time, ",
+            $t,
+            ".revision"
         )
     };
 }
@@ -39,12 +74,42 @@ macro_rules! case_columns {
 macro_rules! line_columns {
     ($t:literal) => {
         concat!(
-            $t, ".id, ", $t, ".case_id, ", $t, ".position, ", $t, ".number, ",
-            $t, ".state, ", $t, ".dispute_code, ", $t, ".invoice_line_ref, ",
-            $t, ".invoice_number, ", $t, ".short_description, ", $t, ".invoiced_amount, ",
-            $t, ".disputed_amount, ", $t, ".approved_amount, ", $t, ".invoiced_quantity, ",
-            $t, ".disputed_quantity, ", $t, ".resolution_code, ", $t, ".resolution_notes, ",
-            $t, ".create_time, ", $t, ".update_time"
+            $t,
+            ".id, ",
+            $t,
+            ".case_id, ",
+            $t,
+            ".position, ",
+            $t,
+            ".number, ",
+            $t,
+            ".state, ",
+            $t,
+            ".dispute_code, ",
+            $t,
+            ".invoice_line_ref, ",
+            $t,
+            ".invoice_number, ",
+            $t,
+            ".short_description, ",
+            $t,
+            ".invoiced_amount, ",
+            $t,
+            ".disputed_amount, ",
+            $t,
+            ".approved_amount, ",
+            $t,
+            ".invoiced_quantity, ",
+            $t,
+            ".disputed_quantity, ",
+            $t,
+            ".resolution_code, ",
+            $t,
+            ".resolution_notes, ",
+            $t,
+            ".create_time, ",
+            $t,
+            ".update_time"
         )
     };
 }
@@ -139,8 +204,7 @@ const SEQUENCE_AT: usize = LINE_AT + 18;
 impl QueryableByName<Pg> for CaseLineRow {
     fn build<'a>(row: &impl NamedRow<'a, Pg>) -> deserialize::Result<Self> {
         let case = CaseRow::read(&mut Columns::new(row, 0))?;
-        let line_id: Option<Uuid> =
-            Columns::new(row, LINE_AT).next::<Nullable<SqlUuid>, _>()?;
+        let line_id: Option<Uuid> = Columns::new(row, LINE_AT).next::<Nullable<SqlUuid>, _>()?;
         let line = match line_id {
             Some(_) => Some(LineRow::read(&mut Columns::new(row, LINE_AT))?),
             None => None,
@@ -223,10 +287,7 @@ impl<Q: QueryFragment<Pg>> QueryFragment<Pg> for CasesWithLines<Q> {
 
 /// The cases of [`CasesWithLines`] rows, in `order`, each with its lines
 /// in line order.
-pub(super) fn cases_of(
-    rows: Vec<CaseLineRow>,
-    order: PageOrder,
-) -> Result<Vec<Case>, StoreError> {
+pub(super) fn cases_of(rows: Vec<CaseLineRow>, order: PageOrder) -> Result<Vec<Case>, StoreError> {
     let mut cases: std::collections::HashMap<Uuid, (CaseRow, Vec<LineRow>)> = Default::default();
     for CaseLineRow { case, line, .. } in rows {
         let id = case.id;
@@ -238,9 +299,9 @@ pub(super) fn cases_of(
     }
     let mut cases: Vec<(CaseRow, Vec<LineRow>)> = cases.into_values().collect();
     match order {
-        PageOrder::NewestFirst => cases.sort_by(|(a, _), (b, _)| {
-            (b.create_time, b.id).cmp(&(a.create_time, a.id))
-        }),
+        PageOrder::NewestFirst => {
+            cases.sort_by(|(a, _), (b, _)| (b.create_time, b.id).cmp(&(a.create_time, a.id)))
+        }
         PageOrder::ById => cases.sort_by_key(|(row, _)| row.id),
     }
     cases

@@ -166,7 +166,9 @@ impl Store {
     /// Sets whether actions notify other replicas' event log readers (true
     /// while another replica has watch streams).
     pub fn set_notify_replicas(&self, notify: bool) {
-        self.signals.notify_replicas.store(notify, Ordering::Relaxed);
+        self.signals
+            .notify_replicas
+            .store(notify, Ordering::Relaxed);
     }
 
     /// A pooled connection, or UNAVAILABLE when the database cannot be

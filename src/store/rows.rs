@@ -372,9 +372,7 @@ impl LineRow {
     pub(super) fn read<'a>(
         c: &mut Columns<'_, impl diesel::row::Row<'a, diesel::pg::Pg>>,
     ) -> diesel::deserialize::Result<Self> {
-        use diesel::sql_types::{
-            Integer, Nullable, Numeric, Text, Timestamptz, Uuid as SqlUuid,
-        };
+        use diesel::sql_types::{Integer, Nullable, Numeric, Text, Timestamptz, Uuid as SqlUuid};
         Ok(LineRow {
             id: c.next::<SqlUuid, _>()?,
             case_id: c.next::<SqlUuid, _>()?,

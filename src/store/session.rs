@@ -11,11 +11,11 @@
 
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use diesel_async::{
     AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection, methods::LoadQuery,
     pooled_connection::deadpool::Object,
 };
+use futures::future::BoxFuture;
 
 use super::StoreError;
 
@@ -80,7 +80,9 @@ impl Session {
         Box::pin(async move {
             // Present until the session is dropped.
             let Some(mut conn) = conn else {
-                return Err(StoreError::Unavailable("the session has no connection".into()));
+                return Err(StoreError::Unavailable(
+                    "the session has no connection".into(),
+                ));
             };
             let rows = match begin {
                 Some(begin) => {
@@ -118,7 +120,9 @@ impl Session {
         let conn: Option<&'s AsyncPgConnection> = self.conn.as_deref();
         Box::pin(async move {
             let Some(conn) = conn else {
-                return Err(StoreError::Unavailable("the session has no connection".into()));
+                return Err(StoreError::Unavailable(
+                    "the session has no connection".into(),
+                ));
             };
             let (mut begin_conn, mut first_conn, mut second_conn) = (conn, conn, conn);
             let begun = async {

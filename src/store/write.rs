@@ -183,9 +183,7 @@ impl QueryFragment<Pg> for WriteDecision<'_> {
                      pg_advisory_xact_lock(470441472, hashtext(",
                 );
                 out.push_bind_param::<SqlUuid, _>(&case.id)?;
-                out.push_sql(
-                    "::text)) AS taken), c AS (UPDATE invoice_cases SET update_time = ",
-                );
+                out.push_sql("::text)) AS taken), c AS (UPDATE invoice_cases SET update_time = ");
                 out.push_bind_param::<Timestamptz, _>(&case.update_time)?;
                 out.push_sql(", revision = ");
                 out.push_bind_param::<BigInt, _>(&case.revision)?;
@@ -212,9 +210,30 @@ impl QueryFragment<Pg> for WriteDecision<'_> {
                     invoice_number,
                     Nullable<Text>
                 );
-                set_if_changed!(out, before, case, "short_description", short_description, Text);
-                set_if_changed!(out, before, case, "description", description, Nullable<Text>);
-                set_if_changed!(out, before, case, "assigned_to", assigned_to, Nullable<Text>);
+                set_if_changed!(
+                    out,
+                    before,
+                    case,
+                    "short_description",
+                    short_description,
+                    Text
+                );
+                set_if_changed!(
+                    out,
+                    before,
+                    case,
+                    "description",
+                    description,
+                    Nullable<Text>
+                );
+                set_if_changed!(
+                    out,
+                    before,
+                    case,
+                    "assigned_to",
+                    assigned_to,
+                    Nullable<Text>
+                );
                 set_if_changed!(
                     out,
                     before,
@@ -340,11 +359,20 @@ impl<'a> AddedLines<'a> {
             number: lines.iter().map(|l| l.number.as_str()).collect(),
             state: lines.iter().map(|l| l.state.as_str()).collect(),
             dispute_code: lines.iter().map(|l| l.dispute_code.as_str()).collect(),
-            invoice_line_ref: lines.iter().map(|l| l.invoice_line_ref.as_deref()).collect(),
+            invoice_line_ref: lines
+                .iter()
+                .map(|l| l.invoice_line_ref.as_deref())
+                .collect(),
             invoice_number: lines.iter().map(|l| l.invoice_number.as_deref()).collect(),
             short_description: lines.iter().map(|l| l.short_description.as_str()).collect(),
-            invoiced_amount: lines.iter().map(|l| l.invoiced_amount.as_big_decimal()).collect(),
-            disputed_amount: lines.iter().map(|l| l.disputed_amount.as_big_decimal()).collect(),
+            invoiced_amount: lines
+                .iter()
+                .map(|l| l.invoiced_amount.as_big_decimal())
+                .collect(),
+            disputed_amount: lines
+                .iter()
+                .map(|l| l.disputed_amount.as_big_decimal())
+                .collect(),
             invoiced_quantity: lines
                 .iter()
                 .map(|l| l.invoiced_quantity.as_ref().map(|d| d.as_big_decimal()))
@@ -448,7 +476,11 @@ impl<'a> ChangedLines<'a> {
                 |l| &l.invoice_line_ref,
                 |l| l.invoice_line_ref.as_deref(),
             ),
-            invoice_number: column(pairs, |l| &l.invoice_number, |l| l.invoice_number.as_deref()),
+            invoice_number: column(
+                pairs,
+                |l| &l.invoice_number,
+                |l| l.invoice_number.as_deref(),
+            ),
             short_description: column(
                 pairs,
                 |l| &l.short_description,

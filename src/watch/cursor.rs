@@ -148,7 +148,10 @@ mod tests {
         let mut moved = decoded.clone();
         moved.advance(EventPosition { txid: 110, id: 0 });
         assert_eq!(moved.shown, None);
-        assert_eq!(encode(&moved), encode_event(EventPosition { txid: 110, id: 0 }));
+        assert_eq!(
+            encode(&moved),
+            encode_event(EventPosition { txid: 110, id: 0 })
+        );
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub(super) enum Published {
 
 pub(super) struct Shared {
     pub store: Store,
+    /// Wakes the reader (a notification, a new stream).
+    pub wake: Arc<Notify>,
     pub settings: WatchSettings,
     pub ring: broadcast::Sender<Arc<Published>>,
     pub shutdown: watch::Receiver<bool>,
@@ -69,14 +71,15 @@ impl WatchHub {
     ) -> (Self, Vec<JoinHandle<()>>) {
         let (ring, _) = broadcast::channel(settings.ring_capacity.max(16));
         let (shutdown_tx, shutdown) = watch::channel(false);
+        let wake = Arc::new(Notify::new());
         let shared = Arc::new(Shared {
             store,
+            wake: wake.clone(),
             settings,
             ring,
             shutdown,
             streams: AtomicUsize::new(0),
         });
-        let wake = Arc::new(Notify::new());
         let tasks = vec![
             tokio::spawn(read_log(shared.clone(), wake.clone())),
             tokio::spawn(listen(shared.clone(), database_url, wake)),
@@ -215,9 +218,12 @@ async fn read_log(shared: Arc<Shared>, wake: Arc<Notify>) {
     };
     let mut next_poll = tokio::time::Instant::now() + settings.poll_interval;
     loop {
+        // Commits of this process matter only while a stream listens (a
+        // stream that subscribes wakes the reader).
+        let listening = shared.ring.receiver_count() > 0;
         let polled = tokio::select! {
             _ = wake.notified() => false,
-            _ = shared.store.next_commit() => false,
+            _ = shared.store.next_commit(), if listening => false,
             _ = tokio::time::sleep_until(next_poll) => true,
             _ = shut_down(&mut shutdown) => return,
         };
@@ -233,7 +239,9 @@ async fn read_log(shared: Arc<Shared>, wake: Arc<Notify>) {
                         position = position.max(bounds.horizon);
                     }
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "watch reader cannot read the log horizon"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "watch reader cannot read the log horizon")
+                    }
                 }
             }
             continue;

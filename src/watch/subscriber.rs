@@ -171,6 +171,8 @@ impl Stream {
             // Subscribe before reading: what the reader publishes from now on
             // is in the ring, what it published before is in the database.
             let mut ring = self.shared.ring.subscribe();
+            // The reader reads only while someone listens: wake it.
+            self.shared.wake.notify_one();
             self.catch_up().await?;
             let mut shutdown = self.shared.shutdown.clone();
             loop {
@@ -328,7 +330,10 @@ pub(super) fn cursor_expired(pruned_through: EventPosition) -> Status {
             "CURSOR_EXPIRED",
             ERROR_DOMAIN,
             HashMap::from([
-                ("oldestCursor".to_owned(), cursor::encode_event(pruned_through)),
+                (
+                    "oldestCursor".to_owned(),
+                    cursor::encode_event(pruned_through),
+                ),
                 ("resumeWith".to_owned(), "with_snapshot".to_owned()),
             ]),
         ),

@@ -8,3 +8,4 @@ mod concurrency;
 mod errors;
 mod idempotency;
 mod listing;
+mod plans;

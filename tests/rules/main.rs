@@ -4,4 +4,5 @@
 mod cascades;
 #[path = "../api/helpers.rs"]
 mod helpers;
+mod schema;
 mod transitions;
