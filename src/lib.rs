@@ -11,6 +11,7 @@ pub mod embedded;
 pub mod listener;
 pub mod metrics;
 pub mod pb;
+pub mod routes;
 pub mod server;
 pub mod store;
 pub mod telemetry;

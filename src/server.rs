@@ -5,17 +5,15 @@ use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Context as _;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tonic::{
-    codec::CompressionEncoding,
-    transport::{Certificate, Identity, Server, ServerTlsConfig},
-};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     api::InvoiceCaseApi,
     auth::{Authenticator, KeySet},
     drain::Drain,
-    pb::{self, invoice_case_service_server::InvoiceCaseServiceServer},
+    pb,
+    routes::InvoiceCaseRoutes,
     store::{PoolSettings, Store, run_migrations},
     watch::{WatchHub, WatchSettings},
 };
@@ -175,11 +173,11 @@ pub async fn start(settings: ServerSettings) -> anyhow::Result<RunningServer> {
         Authenticator::new(settings.keys.clone()),
         watch.clone(),
     );
-    let service = InvoiceCaseServiceServer::new(api)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(settings.limits.max_message_bytes)
-        .max_encoding_message_size(settings.limits.max_message_bytes.max(MIN_ENCODING_BYTES));
+    let service = InvoiceCaseRoutes::new(
+        api,
+        settings.limits.max_message_bytes,
+        settings.limits.max_message_bytes.max(MIN_ENCODING_BYTES),
+    );
     // grpcurl 1.8 speaks only v1alpha; newer clients v1.
     let reflection = || {
         tonic_reflection::server::Builder::configure()

@@ -14,7 +14,7 @@ use crate::{
     pb::{self, invoice_case_service_server::InvoiceCaseService},
     store::{self, CaseKey, Idempotency, MutationMeta, Store},
     telemetry,
-    watch::{WatchHub, WatchStream},
+    watch::{EncodedStream, WatchHub, WatchStream},
 };
 
 /// The gRPC service.
@@ -28,6 +28,20 @@ pub struct InvoiceCaseApi {
 impl InvoiceCaseApi {
     pub fn new(store: Store, auth: Authenticator, watch: WatchHub) -> Self {
         InvoiceCaseApi { store, auth, watch }
+    }
+
+    /// WatchStateChanges: its stream of encoded messages.
+    pub async fn watch(
+        &self,
+        request: Request<pb::WatchStateChangesRequest>,
+    ) -> Result<Response<EncodedStream>, Status> {
+        let caller = self.authorize(&request, Permission::Read)?;
+        let request = request.into_inner();
+        if !request.case_id.is_empty() {
+            telemetry::record_case(&request.case_id);
+        }
+        let stream = self.watch.subscribe(caller, request).await?;
+        Ok(Response::new(stream))
     }
 
     fn authorize<T>(&self, request: &Request<T>, permission: Permission) -> Result<Caller, Status> {
@@ -493,16 +507,21 @@ impl InvoiceCaseService for InvoiceCaseApi {
 
     type WatchStateChangesStream = WatchStream;
 
+    /// The server serves watches through [`InvoiceCaseApi::watch`] and
+    /// sends their encoded messages as they are; this decodes them again,
+    /// for whoever uses the generated service on its own.
     async fn watch_state_changes(
         &self,
         request: Request<pb::WatchStateChangesRequest>,
     ) -> Result<Response<Self::WatchStateChangesStream>, Status> {
-        let caller = self.authorize(&request, Permission::Read)?;
-        let request = request.into_inner();
-        if !request.case_id.is_empty() {
-            telemetry::record_case(&request.case_id);
-        }
-        let stream = self.watch.subscribe(caller, request).await?;
-        Ok(Response::new(stream))
+        use futures::StreamExt;
+        let stream = self.watch(request).await?.into_inner();
+        Ok(Response::new(Box::pin(stream.map(|item| {
+            item.and_then(|encoded| {
+                encoded
+                    .decode()
+                    .map_err(|e| status::internal(&format!("a watch message: {e}")))
+            })
+        }))))
     }
 }

@@ -18,12 +18,12 @@ use tokio::{
 use tonic::Status;
 use uuid::Uuid;
 
-use super::{WatchSettings, WatchStream, cursor, response, subscriber};
+use super::{EncodedStream, WatchSettings, cursor, encoded::Encoded, response, subscriber};
 use crate::{
     api::{event_message, status},
     auth::Caller,
     domain::values::{MAX_IDENTIFIER, identifier},
-    pb::{self, watch_state_changes_request::Start},
+    pb::{self, watch_state_changes_request::Start, watch_state_changes_response::Kind},
     store::{EventFilter, EventPosition, Store, StreamPosition},
 };
 
@@ -34,12 +34,14 @@ const CHANNEL: &str = "invoice_case_events";
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // published behind an Arc: never moved by value
 pub(super) enum Published {
-    /// A committed event, converted once for every subscriber.
+    /// A committed event, converted and encoded once for every
+    /// subscriber.
     Event {
         position: EventPosition,
         case_id: Uuid,
         account_id: String,
         message: pb::StateChangeEvent,
+        encoded: Encoded,
     },
     /// Every event before this position has been published.
     Horizon(EventPosition),
@@ -108,7 +110,7 @@ impl WatchHub {
         &self,
         caller: Caller,
         request: pb::WatchStateChangesRequest,
-    ) -> Result<WatchStream, Status> {
+    ) -> Result<EncodedStream, Status> {
         let store = &self.shared.store;
         let mut filter = EventFilter {
             case_id: None,
@@ -272,11 +274,16 @@ async fn read_log(shared: Arc<Shared>, wake: Arc<Notify>) {
                     .unwrap_or_default();
                 metrics::histogram!("invoice_cases_event_delivery_lag_seconds")
                     .record(lag.as_secs_f64());
+                let message = event_message(event.clone(), cursor::encode_event(position));
+                let encoded = Encoded::of(&pb::WatchStateChangesResponse {
+                    kind: Some(Kind::Event(message.clone())),
+                });
                 let published = Published::Event {
                     position,
                     case_id: event.case_id,
-                    account_id: event.account_id.clone(),
-                    message: event_message(event, cursor::encode_event(position)),
+                    account_id: event.account_id,
+                    message,
+                    encoded,
                 };
                 // No receivers is fine: nobody watches.
                 let _ = shared.ring.send(Arc::new(published));

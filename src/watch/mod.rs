@@ -13,6 +13,7 @@
 //!   across restarts.
 
 pub mod cursor;
+pub mod encoded;
 mod hub;
 mod response;
 mod subscriber;
@@ -22,11 +23,16 @@ use std::{pin::Pin, time::Duration};
 use futures::Stream;
 use tonic::Status;
 
+pub use encoded::Encoded;
 pub use hub::WatchHub;
 
 use crate::pb;
 
-/// The stream type of every watch.
+/// The stream of a watch: its messages, encoded.
+pub type EncodedStream = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Send + 'static>>;
+
+/// The stream of a watch as the generated service trait has it (decoded
+/// again: the server's own route sends [`EncodedStream`]s as they are).
 pub type WatchStream =
     Pin<Box<dyn Stream<Item = Result<pb::WatchStateChangesResponse, Status>> + Send + 'static>>;
 

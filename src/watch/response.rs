@@ -14,18 +14,18 @@ use futures::Stream;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
-use crate::pb::WatchStateChangesResponse;
+use super::encoded::Encoded;
 
 /// What the subscriber task holds: the buffer's sending side and the slot
 /// for the final status.
 pub(super) struct Outlet {
-    pub messages: mpsc::Sender<WatchStateChangesResponse>,
+    pub messages: mpsc::Sender<Encoded>,
     pub end: oneshot::Sender<Status>,
 }
 
 /// The stream tonic sends to the client.
 pub struct ResponseStream {
-    messages: mpsc::Receiver<WatchStateChangesResponse>,
+    messages: mpsc::Receiver<Encoded>,
     end: Option<oneshot::Receiver<Status>>,
 }
 
@@ -46,7 +46,7 @@ pub(super) fn channel(capacity: usize) -> (Outlet, ResponseStream) {
 }
 
 impl Stream for ResponseStream {
-    type Item = Result<WatchStateChangesResponse, Status>;
+    type Item = Result<Encoded, Status>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();

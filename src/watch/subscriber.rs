@@ -18,6 +18,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use super::{
     cursor,
+    encoded::Encoded,
     hub::{Backoff, Published, Shared, shut_down},
     response::Outlet,
 };
@@ -80,7 +81,7 @@ pub(super) async fn run(shared: Arc<Shared>, filter: EventFilter, start: Start, 
 struct Stream {
     shared: Arc<Shared>,
     filter: EventFilter,
-    tx: mpsc::Sender<pb::WatchStateChangesResponse>,
+    tx: mpsc::Sender<Encoded>,
     /// Every event up to here has been handed to the client's buffer or
     /// filtered out (or is shown by the snapshot the stream started from).
     position: StreamPosition,
@@ -91,8 +92,13 @@ impl Stream {
     /// Sends one message, unless the client leaves or the server shuts
     /// down meanwhile.
     async fn send(&mut self, kind: Kind) -> Result<(), Stop> {
+        self.send_encoded(Encoded::of(&pb::WatchStateChangesResponse { kind: Some(kind) }))
+            .await
+    }
+
+    /// Sends one encoded message (see [`Self::send`]).
+    async fn send_encoded(&mut self, message: Encoded) -> Result<(), Stop> {
         let mut shutdown = self.shared.shutdown.clone();
-        let message = pb::WatchStateChangesResponse { kind: Some(kind) };
         tokio::select! {
             sent = self.tx.send(message) => {
                 sent.map_err(|_| Stop::ClientGone)?;
@@ -119,9 +125,9 @@ impl Stream {
                 let cut_short = cut_short.clone();
                 async move {
                     for case in cases {
-                        let message = pb::WatchStateChangesResponse {
+                        let message = Encoded::of(&pb::WatchStateChangesResponse {
                             kind: Some(Kind::SnapshotCase(case_message(case))),
-                        };
+                        });
                         match tokio::time::timeout(timeout, tx.send(message)).await {
                             Ok(Ok(())) => {}
                             _ => {
@@ -214,6 +220,7 @@ impl Stream {
                 case_id,
                 account_id,
                 message,
+                encoded,
             } => {
                 if !self.position.wants(*position) {
                     self.position.advance(*position);
@@ -222,13 +229,15 @@ impl Stream {
                 if self.filter.matches(*case_id, account_id) {
                     let mut after = self.position.clone();
                     after.advance(*position);
-                    let mut message = message.clone();
                     if after.shown.is_some() {
                         // Still inside the snapshot the stream started
                         // from: the cursor must say what it showed.
+                        let mut message = message.clone();
                         message.cursor = cursor::encode(&after);
+                        self.send(Kind::Event(message)).await?;
+                    } else {
+                        self.send_encoded(encoded.clone()).await?;
                     }
-                    self.send(Kind::Event(message)).await?;
                 }
                 // Only once it is in the client's buffer: a cursor never
                 // names an event the client will not receive.
