@@ -173,6 +173,17 @@ impl Stream {
     /// Catches up from the database, then follows the ring; goes back to the
     /// database whenever the ring has moved on without it.
     async fn follow(&mut self) -> Result<(), Stop> {
+        // Futures that outlive each event (a stream waits for thousands of
+        // them): made once, not once per event.
+        let interval = self.shared.settings.progress_interval;
+        let mut shutdown = self.shared.shutdown.clone();
+        let shut = shut_down(&mut shutdown);
+        tokio::pin!(shut);
+        let client = self.tx.clone();
+        let left = client.closed();
+        tokio::pin!(left);
+        let progress = tokio::time::sleep_until(self.last_sent + interval);
+        tokio::pin!(progress);
         loop {
             // Subscribe before reading: what the reader publishes from now on
             // is in the ring, what it published before is in the database.
@@ -180,9 +191,7 @@ impl Stream {
             // The reader reads only while someone listens: wake it.
             self.shared.wake.notify_one();
             self.catch_up().await?;
-            let mut shutdown = self.shared.shutdown.clone();
             loop {
-                let progress_at = self.last_sent + self.shared.settings.progress_interval;
                 tokio::select! {
                     item = ring.recv() => match item {
                         Ok(item) => self.publish(&item).await?,
@@ -197,17 +206,26 @@ impl Stream {
                             )));
                         }
                     },
-                    _ = tokio::time::sleep_until(progress_at) => {
-                        let cursor = cursor::encode(&self.position);
-                        self.send(Kind::Progress(pb::Progress { cursor })).await?;
+                    // The timer is not moved by every message: when it
+                    // fires, it sends progress only if the stream has been
+                    // idle that long, else waits for the rest.
+                    _ = &mut progress => {
+                        let due = self.last_sent + interval;
+                        if Instant::now() >= due {
+                            let cursor = cursor::encode(&self.position);
+                            self.send(Kind::Progress(pb::Progress { cursor })).await?;
+                            progress.as_mut().reset(self.last_sent + interval);
+                        } else {
+                            progress.as_mut().reset(due);
+                        }
                     }
-                    _ = shut_down(&mut shutdown) => {
+                    _ = &mut shut => {
                         return Err(Stop::End(self.interrupted(
                             SERVER_SHUTTING_DOWN,
                             "the server is shutting down",
                         )));
                     }
-                    _ = self.tx.closed() => return Err(Stop::ClientGone),
+                    _ = &mut left => return Err(Stop::ClientGone),
                 }
             }
         }
