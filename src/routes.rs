@@ -77,11 +77,12 @@ impl Service<http::Request<Body>> for InvoiceCaseRoutes {
             return self.generated.call(request);
         }
         let watch = Watch(self.api.clone());
-        let mut grpc = Grpc::new(ValidatingCodec::<Encoded, pb::WatchStateChangesRequest>::default())
-            .accept_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Gzip)
-            .max_decoding_message_size(self.max_decoding_message_size)
-            .max_encoding_message_size(self.max_encoding_message_size);
+        let mut grpc =
+            Grpc::new(ValidatingCodec::<Encoded, pb::WatchStateChangesRequest>::default())
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(self.max_decoding_message_size)
+                .max_encoding_message_size(self.max_encoding_message_size);
         Box::pin(async move { Ok(grpc.server_streaming(watch, request).await) })
     }
 }

@@ -273,13 +273,20 @@ async fn watch_database(store: Store, health: HealthReporter, interval: Duration
     }
 }
 
+/// Rows deleted per transaction when pruning: each batch is short, so
+/// that pruning never holds watch streams back for long.
+const PRUNE_BATCH: usize = 1000;
+
 /// Every ten minutes: forgets request ids older than their retention, and
 /// prunes events older than theirs (when set).
 async fn prune(store: Store, idempotency: Duration, events: Option<Duration>) {
     let mut tick = tokio::time::interval(Duration::from_secs(600));
     loop {
         tick.tick().await;
-        match store.prune_idempotency_records(idempotency).await {
+        match store
+            .prune_idempotency_records(idempotency, PRUNE_BATCH)
+            .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "old idempotency records pruned"),
             Err(e) => tracing::warn!(error = %e, "pruning idempotency records failed"),
@@ -291,7 +298,7 @@ async fn prune(store: Store, idempotency: Duration, events: Option<Duration>) {
         else {
             continue;
         };
-        match store.prune_events(cutoff).await {
+        match store.prune_events(cutoff, PRUNE_BATCH).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "events older than the retention pruned"),
             Err(e) => tracing::warn!(error = %e, "pruning events failed"),

@@ -18,7 +18,6 @@ use diesel::{
     query_builder::{AstPass, QueryFragment, QueryId},
     sql_types::{Array, BigInt, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid},
 };
-use diesel_async::{AsyncConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::{
@@ -529,45 +528,68 @@ impl Store {
         session.finish(result).await
     }
 
-    /// Prunes events older than `cutoff` (only below the horizon, and only
-    /// as a prefix of the stream order), and records how far it pruned.
+    /// Prunes events older than `cutoff`, as a prefix of the stream order
+    /// below the horizon, in batches of at most `batch` events — each its
+    /// own short transaction, so that pruning never holds the horizon (and
+    /// every stream) back for long — and records how far it pruned.
     /// Returns the number of events deleted.
-    pub async fn prune_events(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError> {
-        #[derive(QueryableByName)]
-        struct Deleted {
-            #[diesel(sql_type = BigInt)]
-            deleted: i64,
+    pub async fn prune_events(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch: usize,
+    ) -> Result<usize, StoreError> {
+        let batch = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
+        let mut deleted = 0;
+        loop {
+            let mut session = self.session(None, Mode::ReadWrite).await?;
+            let round: Pruned = session.row(PruneBatch { cutoff, batch }).await?;
+            deleted += usize::try_from(round.deleted).unwrap_or(0);
+            if round.deleted < batch || round.reached_cutoff {
+                return Ok(deleted);
+            }
         }
-        let mut conn = self.conn().await?;
-        let deleted: Deleted = conn
-            .transaction(async |conn| {
-                diesel::sql_query(
-                    "WITH last AS ( \
-                         SELECT txid, id FROM case_events \
-                         WHERE occur_time < $1 \
-                           AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
-                         ORDER BY txid DESC, id DESC LIMIT 1), \
-                     gone AS ( \
-                         DELETE FROM case_events e USING last \
-                         WHERE (e.txid, e.id) <= (last.txid, last.id) \
-                         RETURNING e.id), \
-                     mark AS ( \
-                         UPDATE case_event_retention r \
-                         SET pruned_through_txid = last.txid::text::bigint, \
-                             pruned_through_id = last.id \
-                         FROM last \
-                         WHERE (r.pruned_through_txid, r.pruned_through_id) \
-                               < (last.txid::text::bigint, last.id) \
-                         RETURNING 1) \
-                     SELECT (SELECT count(*) FROM gone) AS deleted",
-                )
-                .bind::<Timestamptz, _>(cutoff)
-                .get_result(conn)
-                .await
-            })
-            .await?;
-        Ok(usize::try_from(deleted.deleted).unwrap_or(0))
     }
+}
+
+statement! {
+    /// Deletes the oldest events below the horizon, at most `batch`, up to
+    /// the first one not older than `cutoff`, and moves the pruning mark.
+    struct PruneBatch {
+        cutoff: Timestamptz = DateTime<Utc>,
+        batch: BigInt = i64,
+    }
+    "WITH candidates AS MATERIALIZED ( \
+         SELECT txid, id, occur_time FROM case_events \
+         WHERE txid < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY txid, id LIMIT $batch), \
+     newer AS ( \
+         SELECT txid, id FROM candidates WHERE occur_time >= $cutoff \
+         ORDER BY txid, id LIMIT 1), \
+     last AS ( \
+         SELECT c.txid, c.id FROM candidates c \
+         WHERE NOT EXISTS (SELECT FROM newer n WHERE (c.txid, c.id) >= (n.txid, n.id)) \
+         ORDER BY c.txid DESC, c.id DESC LIMIT 1), \
+     gone AS ( \
+         DELETE FROM case_events e USING last \
+         WHERE (e.txid, e.id) <= (last.txid, last.id) \
+         RETURNING e.id), \
+     mark AS ( \
+         UPDATE case_event_retention r \
+         SET pruned_through_txid = last.txid::text::bigint, pruned_through_id = last.id \
+         FROM last \
+         WHERE (r.pruned_through_txid, r.pruned_through_id) \
+               < (last.txid::text::bigint, last.id) \
+         RETURNING 1) \
+     SELECT (SELECT count(*) FROM gone) AS deleted, \
+            EXISTS (SELECT FROM newer) AS reached_cutoff"
+}
+
+#[derive(QueryableByName)]
+struct Pruned {
+    #[diesel(sql_type = BigInt)]
+    deleted: i64,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    reached_cutoff: bool,
 }
 
 /// One page of snapshot cases (their case columns), by id.

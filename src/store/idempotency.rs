@@ -5,7 +5,9 @@ use diesel::{OptionalExtension, prelude::*};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::{StoreError, schema::idempotency_records};
+use diesel::sql_types::{BigInt, Timestamptz};
+
+use super::{StoreError, schema::idempotency_records, session::Mode, statement::statement};
 use crate::domain::Case;
 
 /// A mutating request's request id, and what it must match on a retry.
@@ -52,29 +54,45 @@ pub(super) async fn find(
         .map_err(|e| StoreError::Corrupt(format!("stored response: {e}")))
 }
 
-/// Deletes records older than `retention`; returns how many.
-pub(super) async fn prune(
-    conn: &mut AsyncPgConnection,
-    retention: std::time::Duration,
-) -> Result<usize, StoreError> {
-    let cutoff = chrono::Duration::from_std(retention)
-        .ok()
-        .and_then(|retention| chrono::Utc::now().checked_sub_signed(retention))
-        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
-    Ok(diesel::delete(
-        idempotency_records::table.filter(idempotency_records::create_time.lt(cutoff)),
-    )
-    .execute(conn)
-    .await?)
+statement! {
+    /// Deletes at most `batch` records created before `cutoff`.
+    struct PruneBatch {
+        cutoff: Timestamptz = chrono::DateTime<chrono::Utc>,
+        batch: BigInt = i64,
+    }
+    "WITH gone AS (DELETE FROM idempotency_records WHERE request_id IN ( \
+         SELECT request_id FROM idempotency_records WHERE create_time < $cutoff \
+         LIMIT $batch) RETURNING 1) \
+     SELECT count(*) AS deleted FROM gone"
+}
+
+#[derive(QueryableByName)]
+struct Pruned {
+    #[diesel(sql_type = BigInt)]
+    deleted: i64,
 }
 
 impl super::Store {
-    /// Forgets request ids older than `retention`; returns how many.
+    /// Forgets request ids older than `retention`, in transactions of at
+    /// most `batch` records; returns how many.
     pub async fn prune_idempotency_records(
         &self,
         retention: std::time::Duration,
+        batch: usize,
     ) -> Result<usize, StoreError> {
-        let mut conn = self.conn().await?;
-        prune(&mut conn, retention).await
+        let cutoff = chrono::Duration::from_std(retention)
+            .ok()
+            .and_then(|retention| chrono::Utc::now().checked_sub_signed(retention))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        let batch = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
+        let mut deleted = 0;
+        loop {
+            let mut session = self.session(None, Mode::ReadWrite).await?;
+            let round: Pruned = session.row(PruneBatch { cutoff, batch }).await?;
+            deleted += usize::try_from(round.deleted).unwrap_or(0);
+            if round.deleted < batch {
+                return Ok(deleted);
+            }
+        }
     }
 }

@@ -92,8 +92,10 @@ impl Stream {
     /// Sends one message, unless the client leaves or the server shuts
     /// down meanwhile.
     async fn send(&mut self, kind: Kind) -> Result<(), Stop> {
-        self.send_encoded(Encoded::of(&pb::WatchStateChangesResponse { kind: Some(kind) }))
-            .await
+        self.send_encoded(Encoded::of(&pb::WatchStateChangesResponse {
+            kind: Some(kind),
+        }))
+        .await
     }
 
     /// Sends one encoded message (see [`Self::send`]).

@@ -352,7 +352,7 @@ async fn bad_and_expired_cursors_are_refused() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut pruned = 0;
     while pruned < 2 && tokio::time::Instant::now() < deadline {
-        pruned += store.prune_events(cutoff).await.expect("prune");
+        pruned += store.prune_events(cutoff, 1000).await.expect("prune");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(pruned, 2);

@@ -289,3 +289,55 @@ async fn a_refused_action_does_not_consume_its_request_id() {
     assert_eq!(all_cases(&mut admin).await.len(), 2);
     assert_replay_matches(&mut admin, &draft.id).await;
 }
+
+#[tokio::test]
+async fn request_ids_are_forgotten_after_their_retention_in_batches() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+    use invoice_cases::store::{PoolSettings, Store};
+
+    let app = spawn_app().await;
+    let mut admin = app.admin().await;
+    let ids: Vec<String> = (0..5).map(|_| request_id()).collect();
+    for id in &ids {
+        ok(admin
+            .create_invoice_case(create_with(new_case("ACME", 1), id))
+            .await);
+    }
+    // Three of them are three days old.
+    let mut conn = AsyncPgConnection::establish(&app.database_url)
+        .await
+        .expect("connect");
+    let old = ids[..3]
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    diesel::sql_query(format!(
+        "UPDATE idempotency_records SET create_time = now() - interval '3 days' \
+         WHERE request_id IN ({old})"
+    ))
+    .execute(&mut conn)
+    .await
+    .expect("age three records");
+    let store = Store::new(&app.database_url, &PoolSettings::default()).expect("store");
+    let forgotten = store
+        .prune_idempotency_records(std::time::Duration::from_secs(48 * 3600), 2)
+        .await
+        .expect("prune");
+    assert_eq!(forgotten, 3);
+    // A forgotten id makes a new case; a remembered one still answers.
+    let again = ok(admin
+        .create_invoice_case(create_with(new_case("ACME", 1), &ids[0]))
+        .await);
+    let remembered = ok(admin
+        .create_invoice_case(create_with(new_case("ACME", 1), &ids[4]))
+        .await);
+    assert_eq!(all_cases(&mut admin).await.len(), 6);
+    assert!(all_cases(&mut admin).await.iter().any(|c| c.id == again.id));
+    assert!(
+        all_cases(&mut admin)
+            .await
+            .iter()
+            .any(|c| c.id == remembered.id)
+    );
+}
