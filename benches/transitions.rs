@@ -21,7 +21,10 @@
 //!   database nor a token: what the gRPC stack alone costs per call, the
 //!   floor under every RPC's rate.
 //!
-//! For every measure it prints the median over the rounds of the rate,
+//! Every phase (pgbench's too) starts on a settled server — after `VACUUM
+//! ANALYZE` of both databases and a `CHECKPOINT`, as pgbench itself starts
+//! its runs — so that no phase pays for the one before. For every measure it prints the
+//! median over the rounds of the rate,
 //! latency p50/p99, the CPU microseconds per call of the server, of
 //! PostgreSQL (all its processes) and of this load generator (from /proc),
 //! and PostgreSQL's writing transactions per WAL flush; and the ratios to
@@ -51,7 +54,7 @@ use anyhow::{Context as _, anyhow};
 use invoice_cases::pb::{self, case_line::State as LineState};
 use invoice_cases_test_support::{
     Client, Cluster, ServerProcess, authorized, connect, free_addr,
-    measure::{CpuPerOp, CpuSample, Latencies, PgCounters},
+    measure::{CpuPerOp, CpuSample, Latencies, PgCounters, settle},
     new_secret, pgbench, serve_command, token,
 };
 use tonic::transport::Channel;
@@ -247,6 +250,9 @@ impl Rounds {
     }
 }
 
+/// The databases every phase settles first (pgbench's and the server's).
+static DATABASES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
 const TPC_B: &str = "pgbench TPC-B";
 const SELECT_ONLY: &str = "pgbench select-only";
 const MUTATING: &str = "mutating RPCs of lifecycles (all)";
@@ -270,6 +276,11 @@ async fn bench(args: &Args, cluster: &Cluster) -> anyhow::Result<bool> {
     // The server, on a database of its own in the same cluster.
     cluster.create_database("invoice_cases_bench", None).await?;
     let database_url = cluster.url("invoice_cases_bench");
+    let mut databases = vec![database_url.clone()];
+    if args.pgbench_seconds > 0 {
+        databases.push(pgbench_url.clone());
+    }
+    let _ = DATABASES.set(databases);
     let secret = new_secret();
     let addr = free_addr();
     let server_log = logs.path().join("server.log");
@@ -611,6 +622,7 @@ where
     F: Fn(usize, C, u64) -> OpFuture<C> + Send + Sync + 'static,
 {
     let op = Arc::new(op);
+    let _ = settle(admin_url, DATABASES.get().map_or(&[][..], Vec::as_slice)).await;
     let counters_start = PgCounters::read(admin_url).await.ok();
     let cpu_start = CpuSample::take(server_pid, postmaster);
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -950,6 +962,11 @@ async fn pgbench_row(
     postmaster: Option<u32>,
     logs: &Path,
 ) -> anyhow::Result<Row> {
+    let _ = settle(
+        cluster.admin_url(),
+        DATABASES.get().map_or(&[][..], Vec::as_slice),
+    )
+    .await;
     let counters_start = PgCounters::read(cluster.admin_url()).await.ok();
     let cpu_start = CpuSample::take(None, postmaster);
     let run = pgbench::run(

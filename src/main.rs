@@ -15,7 +15,8 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, &cli.log);
+    // Flushes what is still queued when main returns.
+    let _log_writer = init_logging(cli.log_format, &cli.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -36,16 +37,27 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat, filter: &str) {
+/// Logs to stderr from a thread of its own: a call hands its line over and
+/// goes on, and lines written together leave in one write. Nothing is
+/// dropped (a full queue makes the caller wait).
+fn init_logging(
+    format: LogFormat,
+    filter: &str,
+) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("invoice-cases-log")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    guard
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {

@@ -133,6 +133,11 @@ impl KeySet {
         self.keys.is_empty()
     }
 
+    /// Seconds of clock skew allowed on `exp` and `nbf`.
+    pub fn leeway_seconds(&self) -> u64 {
+        self.settings.leeway_seconds
+    }
+
     /// Checks a token's signature and claims; the error is for the log.
     pub fn verify(&self, token: &str) -> Result<Claims, String> {
         if token.len() > MAX_TOKEN_BYTES {

@@ -9,7 +9,13 @@ mod keys;
 mod permissions;
 pub mod secret;
 
-use std::collections::HashSet;
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use sha2::{Digest, Sha256};
 
 use serde::{Deserialize, Serialize};
 use tonic::metadata::MetadataMap;
@@ -63,7 +69,22 @@ pub struct Caller {
     pub subject: String,
     pub roles: HashSet<Role>,
     pub access: Access,
+    /// When the token stops being valid (its `exp`, plus the leeway).
+    pub valid_until: SystemTime,
 }
+
+/// A verified token, remembered so that the next call with it skips the
+/// signature check (its times are still checked on every call).
+#[derive(Clone)]
+struct Verified {
+    caller: Caller,
+    /// `nbf` minus the leeway, when the token has one.
+    valid_from: Option<SystemTime>,
+}
+
+/// Verified tokens remembered, at most (by the SHA-256 of the token, so
+/// that memory stays small whatever tokens clients send).
+const VERIFIED_TOKENS: usize = 4096;
 
 /// Why a call is refused before it runs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,6 +105,7 @@ pub enum AuthError {
 #[derive(Clone)]
 pub struct Authenticator {
     keys: KeySet,
+    verified: Arc<quick_cache::sync::Cache<[u8; 32], Verified>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -95,7 +117,10 @@ impl std::fmt::Debug for Authenticator {
 impl Authenticator {
     /// An authenticator that accepts tokens signed with these keys.
     pub fn new(keys: KeySet) -> Self {
-        Authenticator { keys }
+        Authenticator {
+            keys,
+            verified: Arc::new(quick_cache::sync::Cache::new(VERIFIED_TOKENS)),
+        }
     }
 
     /// Authenticates the call and checks that the caller may do `permission`.
@@ -128,6 +153,25 @@ impl Authenticator {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
             _ => return Err(unauthenticated("authorization is not a bearer token")),
         };
+        self.check_token(token)
+    }
+
+    /// Verifies a bearer token (or finds it verified before) and checks its
+    /// times now.
+    fn check_token(&self, token: &str) -> Result<Caller, AuthError> {
+        let unauthenticated = |why: &str| AuthError::Unauthenticated(why.to_owned());
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = SystemTime::now();
+        if let Some(verified) = self.verified.get(&key) {
+            if now >= verified.caller.valid_until {
+                self.verified.remove(&key);
+                return Err(unauthenticated("token expired"));
+            }
+            if verified.valid_from.is_some_and(|from| now < from) {
+                return Err(unauthenticated("token not yet valid"));
+            }
+            return Ok(verified.caller);
+        }
         let claims = self
             .keys
             .verify(token)
@@ -147,12 +191,25 @@ impl Authenticator {
         {
             return Err(unauthenticated("accounts holds an invalid account id"));
         }
-        Ok(Caller {
+        let leeway = Duration::from_secs(self.keys.leeway_seconds());
+        let at = |seconds: u64| UNIX_EPOCH + Duration::from_secs(seconds);
+        let caller = Caller {
             subject: claims.sub,
             roles: claims.roles.iter().filter_map(|r| Role::parse(r)).collect(),
             access: Access {
                 accounts: claims.accounts,
             },
-        })
+            valid_until: at(claims.exp) + leeway,
+        };
+        self.verified.insert(
+            key,
+            Verified {
+                caller: caller.clone(),
+                valid_from: claims
+                    .nbf
+                    .map(|nbf| at(nbf).checked_sub(leeway).unwrap_or(UNIX_EPOCH)),
+            },
+        );
+        Ok(caller)
     }
 }

@@ -113,6 +113,30 @@ impl PgCounters {
     }
 }
 
+/// Settles a PostgreSQL server before a measurement, as pgbench does
+/// before each of its runs: `VACUUM ANALYZE` of `databases` (so that no
+/// autovacuum left over from the previous load runs during this one), then
+/// `CHECKPOINT` (so that every measurement pays the same full-page writes).
+pub async fn settle(admin_url: &str, databases: &[String]) -> anyhow::Result<()> {
+    for url in databases {
+        let mut conn = AsyncPgConnection::establish(url)
+            .await
+            .context("cannot connect to vacuum")?;
+        diesel::sql_query("VACUUM ANALYZE")
+            .execute(&mut conn)
+            .await
+            .context("VACUUM ANALYZE")?;
+    }
+    let mut conn = AsyncPgConnection::establish(admin_url)
+        .await
+        .context("cannot connect to checkpoint")?;
+    diesel::sql_query("CHECKPOINT")
+        .execute(&mut conn)
+        .await
+        .context("CHECKPOINT")?;
+    Ok(())
+}
+
 /// CPU of the parties of a benchmark at one instant.
 #[derive(Debug, Clone, Copy)]
 pub struct CpuSample {
