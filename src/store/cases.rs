@@ -220,9 +220,13 @@ impl Store {
             (Err(error), Some(key)) if is_request_id_conflict(&error) => {
                 Err(StoreError::RequestIdReused(key.request_id))
             }
-            (result, _) => {
-                if result.is_ok() {
+            (result, idempotency) => {
+                if let Ok(case) = &result {
                     self.committed();
+                    // A replayed reply is the case as it was then.
+                    if idempotency.is_none() {
+                        self.recent().put(case.clone());
+                    }
                 }
                 result
             }
@@ -238,37 +242,59 @@ impl Store {
         meta: &MutationMeta,
     ) -> Result<Case, StoreError> {
         let (id, number) = key_columns(key);
+        // A copy of the case this process committed or read recently
+        // spares the read; only a committed write trusts it (see
+        // `recent.rs`). Request ids and new lines need the database anyway.
+        let mut trust_copy =
+            meta.idempotency.is_none() && !matches!(request, Request::AddLine(_));
         for _ in 0..MAX_ATTEMPTS {
-            let load = LoadCase {
-                id,
-                number,
-                accounts: access.accounts.as_deref(),
-                new_line: matches!(request, Request::AddLine(_)),
-            };
-            let (rows, reply): (Vec<CaseLineRow>, Vec<StoredReply>) = match &meta.idempotency {
-                Some(key) => {
-                    session
-                        .rows2(
-                            load,
-                            FindReply {
-                                request_id: key.request_id,
-                            },
-                        )
-                        .await?
+            let copy = trust_copy
+                .then(|| self.recent().get(id, number))
+                .flatten()
+                .filter(|case| access.allows(&case.account_id));
+            let from_copy = copy.is_some();
+            let (case, line_sequence) = match copy {
+                Some(case) => (case, None),
+                None => {
+                    let load = LoadCase {
+                        id,
+                        number,
+                        accounts: access.accounts.as_deref(),
+                        new_line: matches!(request, Request::AddLine(_)),
+                    };
+                    let (rows, reply): (Vec<CaseLineRow>, Vec<StoredReply>) =
+                        match &meta.idempotency {
+                            Some(key) => {
+                                session
+                                    .rows2(
+                                        load,
+                                        FindReply {
+                                            request_id: key.request_id,
+                                        },
+                                    )
+                                    .await?
+                            }
+                            None => (session.rows(load).await?, Vec::new()),
+                        };
+                    let loaded = LoadedCase::from_rows(rows)?;
+                    let Some(case) = loaded.case else {
+                        return Err(StoreError::CaseNotFound);
+                    };
+                    if let Some(reply) = reply.into_iter().next() {
+                        return replay(reply, meta);
+                    }
+                    (std::sync::Arc::new(case), loaded.line_sequence)
                 }
-                None => (session.rows(load).await?, Vec::new()),
             };
-            let loaded = LoadedCase::from_rows(rows)?;
-            let Some(case) = loaded.case else {
-                return Err(StoreError::CaseNotFound);
-            };
-            if let Some(reply) = reply.into_iter().next() {
-                return replay(reply, meta);
-            }
             let current = case.revision.to_string();
             if let Some(given) = &meta.etag
                 && *given != current
             {
+                if from_copy {
+                    // The copy may be the stale one: ask the database.
+                    trust_copy = false;
+                    continue;
+                }
                 return Err(StoreError::StaleEtag {
                     given: given.clone(),
                     current,
@@ -277,7 +303,7 @@ impl Store {
             let command = match &request {
                 Request::Command(command) => command.clone(),
                 Request::AddLine(line) => {
-                    let seq = loaded.line_sequence.ok_or_else(|| {
+                    let seq = line_sequence.ok_or_else(|| {
                         StoreError::Corrupt("no line number was drawn for a new line".into())
                     })?;
                     Command::AddLine {
@@ -293,7 +319,15 @@ impl Store {
                 actor: &meta.actor,
                 now: now(),
             };
-            let decision = domain::machine::decide(&case, command, ctx)?;
+            let decision = match domain::machine::decide(&case, command, ctx) {
+                Ok(decision) => decision,
+                // A refusal is answered from the database's case only.
+                Err(_) if from_copy => {
+                    trust_copy = false;
+                    continue;
+                }
+                Err(refused) => return Err(refused.into()),
+            };
             let record = self.record(meta);
             let written: Written = session
                 .row(WriteDecision::new(&decision, Some(&case), &record)?)
@@ -302,6 +336,8 @@ impl Store {
                 return Ok(decision.case);
             }
             // Another action changed the case since it was read.
+            self.recent().forget(case.id);
+            trust_copy = false;
         }
         Err(StoreError::Contention)
     }
@@ -330,9 +366,13 @@ impl Store {
                     .await?
                     .ok_or(StoreError::RequestIdReused(key.request_id))
             }
-            (result, _) => {
-                if result.is_ok() {
+            (result, idempotency) => {
+                if let Ok(case) = &result {
                     self.committed();
+                    // A replayed reply is the case as it was then.
+                    if idempotency.is_none() {
+                        self.recent().put(case.clone());
+                    }
                 }
                 result
             }
@@ -358,9 +398,11 @@ impl Store {
             })
             .await;
         let rows = session.finish(rows).await?;
-        LoadedCase::from_rows(rows)?
+        let case = LoadedCase::from_rows(rows)?
             .case
-            .ok_or(StoreError::CaseNotFound)
+            .ok_or(StoreError::CaseNotFound)?;
+        self.recent().put(case.clone());
+        Ok(case)
     }
 
     /// A page of cases, newest first, with their lines, read in one

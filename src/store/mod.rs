@@ -13,6 +13,7 @@ mod events;
 mod idempotency;
 mod load;
 mod pool;
+mod recent;
 pub mod rows;
 pub mod schema;
 mod session;

@@ -24,6 +24,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use super::{
     StoreError,
+    recent::RecentCases,
     session::{Mode, Session},
 };
 
@@ -62,6 +63,7 @@ pub struct Store {
     pool: Pool<AsyncPgConnection>,
     database_url: String,
     signals: Arc<Signals>,
+    recent: Arc<RecentCases>,
 }
 
 /// What writers tell the event log's readers.
@@ -134,7 +136,13 @@ impl Store {
             pool,
             database_url: database_url.to_owned(),
             signals: Arc::default(),
+            recent: Arc::new(RecentCases::new()),
         })
+    }
+
+    /// Cases this process committed or read recently (see `recent.rs`).
+    pub(super) fn recent(&self) -> &RecentCases {
+        &self.recent
     }
 
     /// A session on a pooled connection, bounded by `timeout` when given

@@ -384,3 +384,71 @@ async fn lines_added_concurrently_are_all_kept() {
     assert_eq!(back_to_work, 1, "R2 applied once");
     assert_replay_matches(&mut admin, &id).await;
 }
+
+/// Two replicas on one database: one acts on a case it has seen, after the
+/// other changed it. What the first one remembers of the case never
+/// decides an answer: refusals, etags and writes follow the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_acts_on_the_database_state_not_on_what_it_saw_last() {
+    let database_url = cluster().new_database();
+    let secret = format!("test-secret-{}", uuid::Uuid::new_v4().simple());
+    let a = spawn_app_with(settings(&database_url, &secret), secret.clone()).await;
+    let b = spawn_app_with(settings(&database_url, &secret), secret.clone()).await;
+    let mut via_a = a.admin().await;
+    let mut via_b = b.admin().await;
+
+    // A creates and submits: it has seen the case NEW.
+    let case = create(&mut via_a, "ACME", 2).await;
+    let id = case.id.clone();
+    ok(via_a.submit_case(submit(&id)).await);
+    // B takes it: WORK_IN_PROGRESS, etag 3.
+    let taken = ok(via_b.assign_to_me(assign(&id)).await);
+    assert_eq!(taken.etag, "3");
+
+    // Through A, an action NEW refuses but WORK_IN_PROGRESS allows.
+    let waiting = ok(via_a.request_information(request_info(&id)).await);
+    assert_eq!(waiting.state(), pb::invoice_case::State::AwaitingInfo);
+    assert_eq!(waiting.etag, "4");
+
+    // B moves it on; through A, the etag B returned is current, the one A
+    // returned is stale.
+    let back = ok(via_b.information_received(info_received(&id)).await);
+    let stale = expect_code(
+        via_a
+            .request_information(pb::RequestInformationRequest {
+                case_id: id.clone(),
+                etag: waiting.etag.clone(),
+                ..Default::default()
+            })
+            .await,
+        Code::Aborted,
+    );
+    assert!(stale.message().contains("stale"), "{stale:?}");
+    let again = ok(via_a
+        .request_information(pb::RequestInformationRequest {
+            case_id: id.clone(),
+            etag: back.etag.clone(),
+            ..Default::default()
+        })
+        .await);
+    assert_eq!(again.state(), pb::invoice_case::State::AwaitingInfo);
+
+    // B cancels a line; A's SetLineState on it is refused for the line's
+    // state in the database, not in A's memory.
+    let line = again.lines[0].id.clone();
+    ok(via_b
+        .set_line_state(set_line(&id, &line, pb::case_line::State::Canceled))
+        .await);
+    expect_invalid_transition(
+        via_a
+            .set_line_state(set_line(&id, &line, pb::case_line::State::WorkInProgress))
+            .await,
+        "SET_LINE_STATE",
+        "CANCELED",
+    );
+    // One event per committed action, in order.
+    let events = history(&mut via_b, &id).await;
+    let etags: Vec<&str> = events.iter().map(|e| e.etag.as_str()).collect();
+    assert_eq!(etags, ["1", "2", "3", "4", "5", "6", "7"]);
+    assert_replay_matches(&mut via_a, &id).await;
+}
