@@ -122,6 +122,12 @@ pub struct LimitArgs {
     #[arg(long, env = "MAX_CONCURRENT_STREAMS", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_streams: u32,
 
+    /// Largest request header list, in bytes (HTTP/2
+    /// SETTINGS_MAX_HEADER_LIST_SIZE). Tokens over 8 KiB are refused
+    /// UNAUTHENTICATED; a header list over this is refused by HTTP/2 itself.
+    #[arg(long, env = "MAX_HEADER_LIST_BYTES", default_value_t = 128 * 1024, value_parser = clap::value_parser!(u32).range(16 * 1024..=16 * 1024 * 1024))]
+    pub max_header_list_bytes: u32,
+
     /// Open client connections at most; more wait until one closes.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: u64,
@@ -161,6 +167,11 @@ pub struct ServeArgs {
     /// Most database connections.
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_pool_size: u32,
+
+    /// Database connections of watch streams (snapshots and catch-up
+    /// reads), apart from those of calls: streams cannot take them all.
+    #[arg(long, env = "DB_STREAM_POOL_SIZE", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_stream_pool_size: u32,
 
     /// How long a call waits for a database connection before failing with
     /// UNAVAILABLE, in milliseconds.
@@ -243,6 +254,7 @@ impl ServeArgs {
     pub fn pool(&self) -> crate::store::PoolSettings {
         crate::store::PoolSettings {
             max_size: self.db_pool_size as usize,
+            stream_max_size: self.db_stream_pool_size as usize,
             wait_timeout: Duration::from_millis(self.db_wait_timeout_ms),
             statement_timeout: Duration::from_millis(self.limits.db_statement_timeout_ms),
         }

@@ -40,10 +40,7 @@ fn main() -> std::process::ExitCode {
 /// Logs to stderr from a thread of its own: a call hands its line over and
 /// goes on, and lines written together leave in one write. Nothing is
 /// dropped (a full queue makes the caller wait).
-fn init_logging(
-    format: LogFormat,
-    filter: &str,
-) -> tracing_appender::non_blocking::WorkerGuard {
+fn init_logging(format: LogFormat, filter: &str) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
@@ -171,6 +168,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 max_message_bytes: usize::try_from(args.limits.max_message_bytes)
                     .unwrap_or(usize::MAX),
                 max_concurrent_streams: args.limits.max_concurrent_streams,
+                max_header_list_bytes: args.limits.max_header_list_bytes,
                 max_connections: usize::try_from(args.limits.max_connections).unwrap_or(usize::MAX),
             },
             metrics,

@@ -62,6 +62,10 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Concurrent calls per HTTP/2 connection.
     pub max_concurrent_streams: u32,
+    /// Largest request header list (HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`),
+    /// in bytes: headers up to it reach the service, which answers an
+    /// oversized token UNAUTHENTICATED; beyond it HTTP/2 refuses the call.
+    pub max_header_list_bytes: u32,
     /// Open connections.
     pub max_connections: usize,
 }
@@ -73,6 +77,7 @@ impl Default for Limits {
             // 1.5 MB.
             max_message_bytes: 4 * 1024 * 1024,
             max_concurrent_streams: 200,
+            max_header_list_bytes: 128 * 1024,
             max_connections: 10_000,
         }
     }
@@ -164,7 +169,7 @@ pub async fn start(settings: ServerSettings) -> anyhow::Result<RunningServer> {
     set_health(&health, ServingStatus::Serving).await;
 
     let (watch, watch_tasks) = WatchHub::start(
-        store.clone(),
+        store.for_streams(),
         settings.database_url.clone(),
         settings.watch.clone(),
     );
@@ -194,7 +199,8 @@ pub async fn start(settings: ServerSettings) -> anyhow::Result<RunningServer> {
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .tcp_keepalive(Some(Duration::from_secs(60)))
-        .max_concurrent_streams(Some(settings.limits.max_concurrent_streams));
+        .max_concurrent_streams(Some(settings.limits.max_concurrent_streams))
+        .http2_max_header_list_size(settings.limits.max_header_list_bytes);
     if let Some(tls) = &settings.tls {
         let mut config = ServerTlsConfig::new()
             .identity(Identity::from_pem(&tls.certificate_chain, &tls.private_key));

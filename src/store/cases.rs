@@ -245,8 +245,7 @@ impl Store {
         // A copy of the case this process committed or read recently
         // spares the read; only a committed write trusts it (see
         // `recent.rs`). Request ids and new lines need the database anyway.
-        let mut trust_copy =
-            meta.idempotency.is_none() && !matches!(request, Request::AddLine(_));
+        let mut trust_copy = meta.idempotency.is_none() && !matches!(request, Request::AddLine(_));
         for _ in 0..MAX_ATTEMPTS {
             let copy = trust_copy
                 .then(|| self.recent().get(id, number))

@@ -37,8 +37,12 @@ const MIGRATION_LOCK: i64 = 0x1c0a_5e5e_0001;
 /// Pool sizing and how long to wait for the database.
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
-    /// Most connections held.
+    /// Most connections held for calls.
     pub max_size: usize,
+    /// Most connections held for watch streams (snapshots, catch-up
+    /// reads, the log reader): a pool of their own, so that streams whose
+    /// clients do not read cannot take the connections calls need.
+    pub stream_max_size: usize,
     /// How long a call waits for a free connection or a new one before it
     /// fails with UNAVAILABLE.
     pub wait_timeout: Duration,
@@ -51,6 +55,7 @@ impl Default for PoolSettings {
     fn default() -> Self {
         PoolSettings {
             max_size: 16,
+            stream_max_size: 4,
             wait_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
         }
@@ -61,6 +66,7 @@ impl Default for PoolSettings {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool<AsyncPgConnection>,
+    stream_pool: Pool<AsyncPgConnection>,
     database_url: String,
     signals: Arc<Signals>,
     recent: Arc<RecentCases>,
@@ -95,49 +101,26 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Builds the pool; connections are opened on first use.
+    /// Builds the pools; connections are opened on first use.
     pub fn new(database_url: &str, settings: &PoolSettings) -> Result<Self, StoreError> {
-        // A closed connection (the server restarted, say) is seen by
-        // `is_broken` and discarded on recycling; a test query per checkout
-        // ("Verified") would add a round trip to every call.
-        let mut config = ManagerConfig::default();
-        config.recycling_method = RecyclingMethod::Fast;
-        let statement_timeout = settings.statement_timeout.as_millis();
-        config.custom_setup = Box::new(move |url| {
-            let url = url.to_owned();
-            Box::pin(async move {
-                let mut conn = AsyncPgConnection::establish(&url).await?;
-                // No JIT: every statement here is short, and a plan whose
-                // estimate crosses `jit_above_cost` would spend tens of
-                // milliseconds compiling on every execution.
-                conn.batch_execute(&format!(
-                    "SET statement_timeout = {statement_timeout}; \
-                     SET jit = off; \
-                     SET application_name = 'invoice-cases'"
-                ))
-                .await
-                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
-                Ok(conn)
-            })
-        });
-        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
-            database_url,
-            config,
-        );
-        let pool = Pool::builder(manager)
-            .max_size(settings.max_size)
-            .wait_timeout(Some(settings.wait_timeout))
-            .create_timeout(Some(settings.wait_timeout))
-            .recycle_timeout(Some(settings.wait_timeout))
-            .runtime(deadpool::Runtime::Tokio1)
-            .build()
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let pool = build_pool(database_url, settings, settings.max_size)?;
+        let stream_pool = build_pool(database_url, settings, settings.stream_max_size)?;
         Ok(Store {
             pool,
+            stream_pool,
             database_url: database_url.to_owned(),
             signals: Arc::default(),
             recent: Arc::new(RecentCases::new()),
         })
+    }
+
+    /// The same store, for watch streams: its connections come from the
+    /// streams' own pool.
+    pub fn for_streams(&self) -> Store {
+        Store {
+            pool: self.stream_pool.clone(),
+            ..self.clone()
+        }
     }
 
     /// Cases this process committed or read recently (see `recent.rs`).
@@ -204,6 +187,48 @@ impl Store {
     pub fn pool_status(&self) -> deadpool::Status {
         self.pool.status()
     }
+}
+
+/// A pool of `size` connections to `database_url`; connections are opened
+/// on first use.
+fn build_pool(
+    database_url: &str,
+    settings: &PoolSettings,
+    size: usize,
+) -> Result<Pool<AsyncPgConnection>, StoreError> {
+    // A closed connection (the server restarted, say) is seen by
+    // `is_broken` and discarded on recycling; a test query per checkout
+    // ("Verified") would add a round trip to every call.
+    let mut config = ManagerConfig::default();
+    config.recycling_method = RecyclingMethod::Fast;
+    let statement_timeout = settings.statement_timeout.as_millis();
+    config.custom_setup = Box::new(move |url| {
+        let url = url.to_owned();
+        Box::pin(async move {
+            let mut conn = AsyncPgConnection::establish(&url).await?;
+            // No JIT: every statement here is short, and a plan whose
+            // estimate crosses `jit_above_cost` would spend tens of
+            // milliseconds compiling on every execution.
+            conn.batch_execute(&format!(
+                "SET statement_timeout = {statement_timeout}; \
+                 SET jit = off; \
+                 SET application_name = 'invoice-cases'"
+            ))
+            .await
+            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            Ok(conn)
+        })
+    });
+    let manager =
+        AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(database_url, config);
+    Pool::builder(manager)
+        .max_size(size.max(1))
+        .wait_timeout(Some(settings.wait_timeout))
+        .create_timeout(Some(settings.wait_timeout))
+        .recycle_timeout(Some(settings.wait_timeout))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .map_err(|e| StoreError::Unavailable(e.to_string()))
 }
 
 /// Runs the pending migrations, holding an advisory lock so that replicas

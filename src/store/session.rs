@@ -26,6 +26,9 @@ pub(super) enum Mode {
     ReadOnly,
 }
 
+/// The rows of two queries.
+type Both<U1, U2> = Result<(Vec<U1>, Vec<U2>), StoreError>;
+
 pub(super) struct Session {
     conn: Option<Object<AsyncPgConnection>>,
     /// `BEGIN …` still to be sent with the next statement.
@@ -106,7 +109,7 @@ impl Session {
         &'s mut self,
         first: Q1,
         second: Q2,
-    ) -> BoxFuture<'s, Result<(Vec<U1>, Vec<U2>), StoreError>>
+    ) -> BoxFuture<'s, Both<U1, U2>>
     where
         Q1: LoadQuery<'s, &'s AsyncPgConnection, U1> + Send + 's,
         U1: Send + 's,

@@ -170,6 +170,7 @@ pub fn settings(database_url: &str, secret: &str) -> ServerSettings {
         database_url: database_url.to_owned(),
         pool: PoolSettings {
             max_size: 8,
+            stream_max_size: 4,
             wait_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
         },
