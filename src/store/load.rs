@@ -300,7 +300,7 @@ pub(super) fn cases_of(rows: Vec<CaseLineRow>, order: PageOrder) -> Result<Vec<C
     let mut cases: Vec<(CaseRow, Vec<LineRow>)> = cases.into_values().collect();
     match order {
         PageOrder::NewestFirst => {
-            cases.sort_by(|(a, _), (b, _)| (b.create_time, b.id).cmp(&(a.create_time, a.id)))
+            cases.sort_by_key(|(row, _)| std::cmp::Reverse((row.create_time, row.id)))
         }
         PageOrder::ById => cases.sort_by_key(|(row, _)| row.id),
     }
