@@ -9,7 +9,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
-    api::InvoiceCaseApi,
+    api::{AuthenticateLayer, InvoiceCaseApi},
     auth::{Authenticator, KeySet},
     drain::Drain,
     pb,
@@ -173,11 +173,8 @@ pub async fn start(settings: ServerSettings) -> anyhow::Result<RunningServer> {
         settings.database_url.clone(),
         settings.watch.clone(),
     );
-    let api = InvoiceCaseApi::new(
-        store.clone(),
-        Authenticator::new(settings.keys.clone()),
-        watch.clone(),
-    );
+    let auth = Authenticator::new(settings.keys.clone());
+    let api = InvoiceCaseApi::new(store.clone(), auth.clone(), watch.clone());
     let service = InvoiceCaseRoutes::new(
         api,
         settings.limits.max_message_bytes,
@@ -213,6 +210,7 @@ pub async fn start(settings: ServerSettings) -> anyhow::Result<RunningServer> {
     let router = builder
         .layer(crate::telemetry::RpcTelemetryLayer)
         .layer(drain.clone())
+        .layer(AuthenticateLayer::new(auth))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

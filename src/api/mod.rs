@@ -1,6 +1,7 @@
 //! The gRPC API: converts requests, calls the store, converts back, and
 //! maps every error to a status with details.
 
+mod authenticate;
 mod convert;
 mod filter;
 mod paging;
@@ -8,6 +9,7 @@ mod requests;
 mod service;
 pub mod status;
 
+pub use authenticate::AuthenticateLayer;
 pub use convert::{event as event_message, invoice_case as case_message};
 pub use requests::case_key;
 pub use service::InvoiceCaseApi;

@@ -73,6 +73,22 @@ pub struct Caller {
     pub valid_until: SystemTime,
 }
 
+impl Caller {
+    /// The caller, if its roles allow `permission`.
+    pub fn may(self, permission: Permission) -> Result<Caller, AuthError> {
+        if self.roles.iter().any(|role| role.allows(permission)) {
+            Ok(self)
+        } else {
+            Err(AuthError::PermissionDenied(permission))
+        }
+    }
+
+    /// Whether the token is still valid now.
+    pub fn is_valid_now(&self) -> bool {
+        SystemTime::now() < self.valid_until
+    }
+}
+
 /// A verified token, remembered so that the next call with it skips the
 /// signature check (its times are still checked on every call).
 #[derive(Clone)]
@@ -129,26 +145,25 @@ impl Authenticator {
         metadata: &MetadataMap,
         permission: Permission,
     ) -> Result<Caller, AuthError> {
-        let caller = self.authenticate(metadata)?;
-        if caller.roles.iter().any(|role| role.allows(permission)) {
-            Ok(caller)
-        } else {
-            Err(AuthError::PermissionDenied(permission))
-        }
+        self.authenticate(metadata)?.may(permission)
     }
 
     /// Reads and checks the bearer token.
     pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Caller, AuthError> {
+        self.authenticate_value(metadata.get("authorization").map(|v| v.as_ref()))
+    }
+
+    /// Checks the value of an `authorization` header (`Bearer <token>`).
+    pub fn authenticate_value(&self, value: Option<&[u8]>) -> Result<Caller, AuthError> {
         let unauthenticated = |why: &str| AuthError::Unauthenticated(why.to_owned());
-        let value = metadata
-            .get("authorization")
-            .ok_or_else(|| unauthenticated("no authorization metadata"))?;
+        let value = value.ok_or_else(|| unauthenticated("no authorization metadata"))?;
         if value.len() > MAX_TOKEN_BYTES + "Bearer ".len() {
             return Err(unauthenticated("token too long"));
         }
-        let value = value
-            .to_str()
-            .map_err(|_| unauthenticated("authorization is not ASCII"))?;
+        let value = std::str::from_utf8(value)
+            .ok()
+            .filter(|v| v.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
+            .ok_or_else(|| unauthenticated("authorization is not ASCII"))?;
         let token = match value.split_once(' ') {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
             _ => return Err(unauthenticated("authorization is not a bearer token")),

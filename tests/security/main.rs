@@ -6,6 +6,7 @@
 mod helpers;
 
 mod accounts;
+mod gate;
 mod hostile;
 mod keys;
 mod limits;
