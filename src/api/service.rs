@@ -38,7 +38,10 @@ impl InvoiceCaseApi {
         let caller = self.authorize(&request, Permission::Read)?;
         let request = request.into_inner();
         if !request.case_id.is_empty() {
-            telemetry::record_case(&request.case_id);
+            // Named in the log only when it is one: never an unbounded echo.
+            let key = requests::case_key(&request.case_id)
+                .map_err(|e| status::invalid_field("case_id", e))?;
+            telemetry::record_case(&key.to_string());
         }
         let stream = self.watch.subscribe(caller, request).await?;
         Ok(Response::new(stream))

@@ -234,16 +234,22 @@ pub fn line_number(sequence: i64) -> String {
     format!("INVCSL{sequence:07}")
 }
 
+/// Digits a number may have: at least 7, at most as many as the largest
+/// sequence value (a bigint) has.
+const NUMBER_DIGITS: std::ops::RangeInclusive<usize> = 7..=19;
+
 /// Whether `text` has the shape of a case number.
 pub fn is_case_number(text: &str) -> bool {
-    text.strip_prefix("INVCS")
-        .is_some_and(|digits| digits.len() >= 7 && digits.bytes().all(|b| b.is_ascii_digit()))
+    text.strip_prefix("INVCS").is_some_and(|digits| {
+        NUMBER_DIGITS.contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 /// Whether `text` has the shape of a line number.
 pub fn is_line_number(text: &str) -> bool {
-    text.strip_prefix("INVCSL")
-        .is_some_and(|digits| digits.len() >= 7 && digits.bytes().all(|b| b.is_ascii_digit()))
+    text.strip_prefix("INVCSL").is_some_and(|digits| {
+        NUMBER_DIGITS.contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 impl Case {
@@ -275,6 +281,9 @@ mod tests {
         assert!(is_case_number("INVCS0001001"));
         assert!(!is_case_number("INVCSL0001001"));
         assert!(!is_case_number("INVCS001"));
+        assert!(is_case_number(&format!("INVCS{}", "9".repeat(19))));
+        assert!(!is_case_number(&format!("INVCS{}", "1".repeat(20))));
+        assert!(!is_line_number(&format!("INVCSL{}", "1".repeat(20_000))));
         assert!(is_line_number("INVCSL0001001"));
         assert!(!is_line_number("INVCS0001001"));
     }

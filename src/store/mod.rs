@@ -40,6 +40,15 @@ pub enum CaseKey {
     Number(String),
 }
 
+impl std::fmt::Display for CaseKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CaseKey::Id(id) => id.fmt(f),
+            CaseKey::Number(number) => f.write_str(number),
+        }
+    }
+}
+
 /// Which cases a caller may see: all, or only those of some accounts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Access {

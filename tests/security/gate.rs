@@ -143,3 +143,100 @@ async fn oversized_authorization_headers_get_unauthenticated() {
         "the next call: {after:?}"
     );
 }
+
+/// An identifier far longer than any real one is refused as malformed, and
+/// no answer repeats more than a short prefix of it.
+#[tokio::test]
+async fn overlong_identifiers_are_invalid_and_never_echoed_whole() {
+    use invoice_cases::pb;
+
+    use crate::helpers::{create, expect_code};
+
+    let app = spawn_app().await;
+    let mut admin = app.admin().await;
+    let case = create(&mut admin, "ACME", 1).await;
+    let long_case = format!("INVCS{}", "1".repeat(20_000));
+    let long_line = format!("INVCSL{}", "2".repeat(20_000));
+    let small = |status: &Status, what: &str| {
+        assert!(status.message().len() < 300, "{what}: a long message");
+        assert!(status.details().len() < 1024, "{what}: long details");
+        assert!(
+            !status.message().contains(&"1".repeat(100)),
+            "{what}: echoed"
+        );
+    };
+    let status = expect_code(
+        admin
+            .get_invoice_case(pb::GetInvoiceCaseRequest {
+                case_id: long_case.clone(),
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+    small(&status, "get");
+    assert_eq!(violated_fields(&status), ["case_id"]);
+    let status = expect_code(
+        admin
+            .submit_case(pb::SubmitCaseRequest {
+                case_id: long_case.clone(),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+    small(&status, "submit");
+    let status = expect_code(
+        admin
+            .set_line_state(pb::SetLineStateRequest {
+                case_id: case.id.clone(),
+                line_id: long_line.clone(),
+                state: pb::case_line::State::Canceled.into(),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+    small(&status, "set line state");
+    assert_eq!(violated_fields(&status), ["line_id"]);
+    let status = expect_code(
+        admin
+            .remove_case_line(pb::RemoveCaseLineRequest {
+                case_id: case.id.clone(),
+                line_id: long_line.clone(),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+    small(&status, "remove line");
+    let status = expect_code(
+        admin
+            .list_state_changes(pb::ListStateChangesRequest {
+                case_id: long_case.clone(),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+    small(&status, "history");
+    let status = admin
+        .watch_state_changes(pb::WatchStateChangesRequest {
+            case_id: long_case.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a watch of an overlong case id");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    small(&status, "watch");
+    // The longest real number is still a number: NOT_FOUND, quoted whole.
+    let longest = format!("INVCS{}", "9".repeat(19));
+    let status = expect_code(
+        admin
+            .get_invoice_case(pb::GetInvoiceCaseRequest {
+                case_id: longest.clone(),
+            })
+            .await,
+        Code::NotFound,
+    );
+    assert!(status.message().contains(&longest), "{status:?}");
+}
