@@ -165,7 +165,7 @@ pub async fn start(settings: ServerSettings) -> anyhow::Result<RunningServer> {
         None => None,
     };
 
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let (health, health_service) = crate::health::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
 
     let (watch, watch_tasks) = WatchHub::start(
