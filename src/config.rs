@@ -1,10 +1,21 @@
 //! Configuration: one typed struct per subcommand, from flags and
-//! environment variables (flags win), checked at start. Secrets are never
-//! printed: their environment values are hidden from `--help` and `Debug`.
+//! environment variables (flags win), checked at start. Secrets (the JWT
+//! secret, the database URL, which may carry a password) are held as
+//! [`SecretString`]: `Debug` prints `[REDACTED]` for them, and `--help`
+//! hides their environment values.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    ffi::OsString,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{
+    ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum,
+    error::ErrorKind, parser::ValueSource,
+};
+use secrecy::SecretString;
 
 /// The invoice case service: invoice disputes run through their states,
 /// stored in PostgreSQL, streamed to subscribers over gRPC.
@@ -51,7 +62,7 @@ pub struct DatabaseArgs {
     /// PostgreSQL URL (postgres://user:password@host:port/database). Without
     /// it the service runs its own PostgreSQL cluster in --data-dir.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
+    pub database_url: Option<SecretString>,
 
     /// The embedded default's directory: its PostgreSQL cluster, the
     /// cluster's password and the JWT signing secret.
@@ -64,13 +75,54 @@ pub struct DatabaseArgs {
     pub pg_bin_dir: Option<PathBuf>,
 }
 
+/// Where the HS256 signing secret comes from (`serve` and `token`).
+#[derive(Debug, Clone, Args)]
+pub struct JwtSecretArgs {
+    /// HS256 signing secret (at least 32 bytes). Given as a flag it is
+    /// visible in the process list: prefer --jwt-secret-file or the
+    /// environment variable. Without either, `<data-dir>/jwt-secret` (the
+    /// embedded default's, created when missing).
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<SecretString>,
+
+    /// A file holding the HS256 signing secret (at least 32 bytes; one
+    /// trailing newline is ignored). Not with --jwt-secret.
+    #[arg(long, env = "JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+}
+
+impl JwtSecretArgs {
+    /// The secret given by --jwt-secret or --jwt-secret-file, checked;
+    /// `None` when neither is set. Errors name the setting.
+    pub fn configured(&self) -> anyhow::Result<Option<SecretString>> {
+        match (&self.jwt_secret, &self.jwt_secret_file) {
+            (Some(_), Some(_)) => anyhow::bail!(
+                "{JWT_SECRET_SETTING} and {JWT_SECRET_FILE_SETTING} both give the JWT secret: set only one"
+            ),
+            (Some(secret), None) => {
+                crate::auth::secret::check_secret(JWT_SECRET_SETTING, secret)?;
+                Ok(Some(secret.clone()))
+            }
+            (None, Some(path)) => read_jwt_secret_file(path).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+const JWT_SECRET_SETTING: &str = "--jwt-secret (JWT_SECRET)";
+const JWT_SECRET_FILE_SETTING: &str = "--jwt-secret-file (JWT_SECRET_FILE)";
+
+/// The secret in the file --jwt-secret-file names.
+fn read_jwt_secret_file(path: &Path) -> anyhow::Result<SecretString> {
+    let setting = format!("{JWT_SECRET_FILE_SETTING} {}", path.display());
+    crate::auth::secret::read_secret_file(&setting, path)
+}
+
 /// How tokens are checked.
 #[derive(Debug, Clone, Args)]
 pub struct AuthArgs {
-    /// HS256 signing secret (at least 32 bytes). Without it, the embedded
-    /// default uses (and creates) `<data-dir>/jwt-secret`.
-    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    #[command(flatten)]
+    pub secret: JwtSecretArgs,
 
     /// Required `iss` claim.
     #[arg(long, env = "JWT_ISSUER")]
@@ -291,9 +343,8 @@ pub struct TokenArgs {
     #[arg(long, default_value_t = 3600)]
     pub ttl: u64,
 
-    /// HS256 signing secret; without it, `<data-dir>/jwt-secret`.
-    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    #[command(flatten)]
+    pub secret: JwtSecretArgs,
 
     /// The `iss` claim to put in the token.
     #[arg(long, env = "JWT_ISSUER")]
@@ -308,6 +359,66 @@ pub struct TokenArgs {
     pub data_dir: PathBuf,
 }
 
+/// Logged at start when `--jwt-secret` is on the command line.
+pub const JWT_SECRET_FLAG_WARNING: &str = "--jwt-secret on the command line is visible in the \
+     process list to every user of this machine: use --jwt-secret-file or the JWT_SECRET \
+     environment variable instead";
+
+impl Cli {
+    /// Parses `args` (the program name first) and the environment, with
+    /// the warnings start-up must log. Beyond clap's checks: a JWT secret
+    /// given both ways is an error naming where each came from (clap's own
+    /// conflict message names flags even for environment variables), and
+    /// `--jwt-secret` on the command line gives a warning.
+    pub fn try_parse_with_warnings<I, T>(args: I) -> Result<(Cli, Vec<&'static str>), clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let mut command = Cli::command();
+        let matches = command.try_get_matches_from_mut(args)?;
+        let cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command))?;
+        let mut warnings = Vec::new();
+        if let Some((_, sub)) = matches.subcommand() {
+            match (
+                value_source(sub, "jwt_secret"),
+                value_source(sub, "jwt_secret_file"),
+            ) {
+                (Some(secret), Some(file)) => {
+                    return Err(command.error(
+                        ErrorKind::ArgumentConflict,
+                        format!(
+                            "{} and {} both give the JWT secret: set only one",
+                            given_as(secret, "--jwt-secret", "JWT_SECRET"),
+                            given_as(file, "--jwt-secret-file", "JWT_SECRET_FILE"),
+                        ),
+                    ));
+                }
+                (Some(ValueSource::CommandLine), None) => warnings.push(JWT_SECRET_FLAG_WARNING),
+                _ => {}
+            }
+        }
+        Ok((cli, warnings))
+    }
+}
+
+/// Where the value of `id` came from, when the subcommand has that
+/// setting and it is set.
+fn value_source(matches: &ArgMatches, id: &str) -> Option<ValueSource> {
+    match matches.try_contains_id(id) {
+        Ok(true) => matches.value_source(id),
+        _ => None,
+    }
+}
+
+/// A setting named the way the user gave it.
+fn given_as(source: ValueSource, flag: &str, env: &str) -> String {
+    match source {
+        ValueSource::EnvVariable => format!("the environment variable {env}"),
+        _ => flag.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,6 +427,200 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    const SECRET: &str = "unit-test-jwt-secret-0123456789abcdef";
+    const PASSWORD: &str = "pw-9f3b2c7d";
+
+    #[test]
+    fn debug_of_the_parsed_command_line_shows_no_secret() {
+        let url = format!("postgres://u:{PASSWORD}@h/db");
+        let cli = Cli::try_parse_from([
+            "invoice-cases",
+            "serve",
+            "--jwt-secret",
+            SECRET,
+            "--database-url",
+            &url,
+        ])
+        .unwrap();
+        let printed = format!("{cli:?} {cli:#?}");
+        assert!(!printed.contains(SECRET), "{printed}");
+        assert!(!printed.contains(PASSWORD), "{printed}");
+        // Still a useful print: the settings that are not secret show.
+        assert!(printed.contains("127.0.0.1:50051"), "{printed}");
+        let Command::Serve(args) = &cli.command else {
+            panic!("not the serve command");
+        };
+        let printed = format!("{args:?}");
+        assert!(!printed.contains(SECRET), "{printed}");
+        assert!(!printed.contains(PASSWORD), "{printed}");
+
+        let cli = Cli::try_parse_from([
+            "invoice-cases",
+            "token",
+            "--sub",
+            "alice",
+            "--roles",
+            "agent",
+            "--jwt-secret",
+            SECRET,
+        ])
+        .unwrap();
+        let printed = format!("{cli:?}");
+        assert!(!printed.contains(SECRET), "{printed}");
+
+        let cli =
+            Cli::try_parse_from(["invoice-cases", "migrate", "--database-url", &url]).unwrap();
+        let printed = format!("{cli:?}");
+        assert!(!printed.contains(PASSWORD), "{printed}");
+    }
+
+    fn serve(args: &[&str]) -> Result<(Cli, Vec<&'static str>), clap::Error> {
+        let mut all = vec!["invoice-cases", "serve"];
+        all.extend_from_slice(args);
+        Cli::try_parse_with_warnings(all)
+    }
+
+    #[test]
+    fn jwt_secret_on_the_command_line_gives_a_warning() {
+        let (_, warnings) = serve(&["--jwt-secret", SECRET]).unwrap();
+        assert_eq!(warnings, [JWT_SECRET_FLAG_WARNING]);
+        assert!(JWT_SECRET_FLAG_WARNING.contains("process list"));
+        assert!(JWT_SECRET_FLAG_WARNING.contains("--jwt-secret-file"));
+        let (_, warnings) = serve(&["--jwt-secret-file", "/some/file"]).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let (_, warnings) = Cli::try_parse_with_warnings([
+            "invoice-cases",
+            "token",
+            "--sub",
+            "a",
+            "--roles",
+            "agent",
+            "--jwt-secret",
+            SECRET,
+        ])
+        .unwrap();
+        assert_eq!(warnings, [JWT_SECRET_FLAG_WARNING]);
+        // Commands without the setting.
+        let (_, warnings) = Cli::try_parse_with_warnings(["invoice-cases", "states"]).unwrap();
+        assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn jwt_secret_given_twice_is_an_error_naming_both() {
+        let error = serve(&["--jwt-secret", SECRET, "--jwt-secret-file", "/f"]).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::ArgumentConflict);
+        let message = error.to_string();
+        assert!(
+            message.contains("--jwt-secret and --jwt-secret-file"),
+            "{message}"
+        );
+        assert!(!message.contains(SECRET), "{message}");
+    }
+
+    fn secret_file(content: &[u8]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwt-secret");
+        std::fs::write(&path, content).unwrap();
+        (dir, path)
+    }
+
+    fn secret_from_file(path: &Path) -> anyhow::Result<Option<SecretString>> {
+        JwtSecretArgs {
+            jwt_secret: None,
+            jwt_secret_file: Some(path.to_owned()),
+        }
+        .configured()
+    }
+
+    #[test]
+    fn jwt_secret_file_loses_one_trailing_newline_only() {
+        use secrecy::ExposeSecret;
+        for (content, expected) in [
+            (format!("{SECRET}\n"), SECRET.to_owned()),
+            (format!("{SECRET}\r\n"), SECRET.to_owned()),
+            (SECRET.to_owned(), SECRET.to_owned()),
+            (format!("{SECRET}\n\n"), format!("{SECRET}\n")),
+            (format!(" {SECRET} "), format!(" {SECRET} ")),
+        ] {
+            let (_dir, path) = secret_file(content.as_bytes());
+            let secret = secret_from_file(&path).unwrap().unwrap();
+            assert_eq!(secret.expose_secret(), expected, "from {content:?}");
+        }
+    }
+
+    #[test]
+    fn jwt_secret_file_errors_name_the_setting_and_not_the_secret() {
+        let short = "short-secret-31-bytes-long-----";
+        assert_eq!(short.len(), 31);
+        let (_dir, path) = secret_file(format!("{short}\n").as_bytes());
+        let message = format!("{:#}", secret_from_file(&path).unwrap_err());
+        assert!(
+            message.contains("--jwt-secret-file (JWT_SECRET_FILE)"),
+            "{message}"
+        );
+        assert!(message.contains("at least 32 bytes"), "{message}");
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(!message.contains(short), "{message}");
+
+        let missing = path.with_file_name("missing");
+        let message = format!("{:#}", secret_from_file(&missing).unwrap_err());
+        assert!(
+            message.contains("--jwt-secret-file (JWT_SECRET_FILE)"),
+            "{message}"
+        );
+        assert!(message.contains("missing"), "{message}");
+
+        let (_dir, path) = secret_file(&[0xff; 40]);
+        let message = format!("{:#}", secret_from_file(&path).unwrap_err());
+        assert!(
+            message.contains("--jwt-secret-file (JWT_SECRET_FILE)"),
+            "{message}"
+        );
+
+        let message = format!(
+            "{:#}",
+            JwtSecretArgs {
+                jwt_secret: Some(short.into()),
+                jwt_secret_file: None,
+            }
+            .configured()
+            .unwrap_err()
+        );
+        assert!(message.contains("--jwt-secret (JWT_SECRET)"), "{message}");
+        assert!(!message.contains(short), "{message}");
+    }
+
+    #[test]
+    fn debug_of_server_settings_shows_no_secret() {
+        let url = format!("postgres://u:{PASSWORD}@h/db");
+        let key = "-----BEGIN PRIVATE KEY-----\nMIIEvkey-material-42\n-----END PRIVATE KEY-----\n";
+        let settings = crate::server::ServerSettings {
+            listen: "127.0.0.1:1".parse().unwrap(),
+            database_url: url.into(),
+            pool: crate::store::PoolSettings::default(),
+            keys: crate::auth::KeySet::hs256(
+                SECRET.as_bytes(),
+                crate::auth::KeySettings::default(),
+            ),
+            idempotency_retention: Duration::from_secs(1),
+            health_interval: Duration::from_secs(1),
+            watch: crate::watch::WatchSettings::default(),
+            tls: Some(crate::server::TlsSettings {
+                certificate_chain: b"cert".to_vec(),
+                private_key: key.as_bytes().to_vec().into(),
+                client_ca: None,
+            }),
+            limits: crate::server::Limits::default(),
+            metrics: None,
+        };
+        let printed = format!("{settings:?} {settings:#?}");
+        for secret in [PASSWORD, SECRET, "key-material-42"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert!(printed.contains("REDACTED"), "{printed}");
+        assert!(printed.contains("127.0.0.1:1"), "{printed}");
     }
 
     #[test]

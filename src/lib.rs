@@ -8,6 +8,7 @@ pub mod config;
 pub mod domain;
 pub mod drain;
 pub mod embedded;
+pub mod health;
 pub mod listener;
 pub mod metrics;
 pub mod pb;

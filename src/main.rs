@@ -3,20 +3,27 @@
 use std::{path::Path, time::Duration};
 
 use anyhow::Context as _;
-use clap::Parser;
 use invoice_cases::{
     auth::{self, KeySet, KeySettings},
-    config::{AuthArgs, Cli, Command, DatabaseArgs, LogFormat, ServeArgs, TlsArgs, TokenArgs},
+    config::{
+        AuthArgs, Cli, Command, DatabaseArgs, JwtSecretArgs, LogFormat, ServeArgs, TlsArgs,
+        TokenArgs,
+    },
     embedded::EmbeddedPostgres,
     server::{self, Limits, ServerSettings, TlsSettings},
     store,
 };
+use secrecy::{ExposeSecret, SecretString};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let (cli, warnings) =
+        Cli::try_parse_with_warnings(std::env::args_os()).unwrap_or_else(|e| e.exit());
     // Flushes what is still queued when main returns.
     let _log_writer = init_logging(cli.log_format, &cli.log);
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -70,24 +77,23 @@ async fn run(command: Command) -> anyhow::Result<()> {
 }
 
 /// The database to use: the configured URL, or the embedded cluster.
-async fn database(args: &DatabaseArgs) -> anyhow::Result<(String, Option<EmbeddedPostgres>)> {
+async fn database(args: &DatabaseArgs) -> anyhow::Result<(SecretString, Option<EmbeddedPostgres>)> {
     match &args.database_url {
         Some(url) => Ok((url.clone(), None)),
         None => {
             let cluster = EmbeddedPostgres::start(&args.data_dir, args.pg_bin_dir.as_deref())
                 .await
                 .context("cannot start the embedded PostgreSQL")?;
-            Ok((cluster.database_url(), Some(cluster)))
+            Ok((SecretString::from(cluster.database_url()), Some(cluster)))
         }
     }
 }
 
-fn jwt_secret(explicit: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
-    match explicit {
-        Some(secret) => {
-            auth::secret::check_secret(secret)?;
-            Ok(secret.to_owned())
-        }
+/// The configured HS256 secret, or the data directory's (created when
+/// missing).
+fn jwt_secret(args: &JwtSecretArgs, data_dir: &Path) -> anyhow::Result<SecretString> {
+    match args.configured()? {
+        Some(secret) => Ok(secret),
         None => auth::load_or_create_secret(data_dir),
     }
 }
@@ -116,12 +122,13 @@ fn keys(args: &AuthArgs, data_dir: &Path) -> anyhow::Result<KeySet> {
             .map_err(|e| anyhow::anyhow!("{setting} {}: {e}", path.display()))?;
         tracing::info!(file = %path.display(), keys = added, "token keys from JWKS");
     }
-    if args.jwt_secret.is_some() || keys.is_empty() {
-        let secret = jwt_secret(args.jwt_secret.as_deref(), data_dir)?;
-        if args.jwt_secret.is_none() {
+    let configured = args.secret.jwt_secret.is_some() || args.secret.jwt_secret_file.is_some();
+    if configured || keys.is_empty() {
+        let secret = jwt_secret(&args.secret, data_dir)?;
+        if !configured {
             tracing::info!(file = %data_dir.join("jwt-secret").display(), "JWT secret from the data directory");
         }
-        keys.add_hs256(secret.as_bytes());
+        keys.add_hs256(secret.expose_secret().as_bytes());
     }
     Ok(keys)
 }
@@ -135,7 +142,7 @@ fn tls(args: &TlsArgs) -> anyhow::Result<Option<TlsSettings>> {
     match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Ok(Some(TlsSettings {
             certificate_chain: read_setting_file("--tls-cert (TLS_CERT_FILE)", cert)?,
-            private_key: read_setting_file("--tls-key (TLS_KEY_FILE)", key)?,
+            private_key: read_setting_file("--tls-key (TLS_KEY_FILE)", key)?.into(),
             client_ca: args
                 .tls_client_ca
                 .as_deref()
@@ -214,7 +221,7 @@ async fn shutdown_signal() {
 
 async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
     let (database_url, cluster) = database(&args).await?;
-    let result = store::run_migrations(&database_url).await;
+    let result = store::run_migrations(database_url.expose_secret()).await;
     if let Some(cluster) = cluster {
         cluster.stop().await?;
     }
@@ -224,9 +231,9 @@ async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
 }
 
 fn token(args: TokenArgs) -> anyhow::Result<()> {
-    let secret = jwt_secret(args.jwt_secret.as_deref(), &args.data_dir)?;
+    let secret = jwt_secret(&args.secret, &args.data_dir)?;
     let token = auth::mint_token(
-        &secret,
+        secret.expose_secret(),
         &args.sub,
         &args.roles,
         args.accounts,

@@ -4,6 +4,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Context as _;
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::{ServingStatus, server::HealthReporter};
@@ -25,11 +26,13 @@ const MIN_ENCODING_BYTES: usize = 4 * 1024 * 1024;
 /// The fully qualified name of the service, as health reports it.
 pub const SERVICE_NAME: &str = "invoicecase.v1.InvoiceCaseService";
 
-/// What the server needs to run.
+/// What the server needs to run. `Debug` shows no secret: the database
+/// URL (which may carry a password) and the TLS private key are
+/// redacted, token keys show only their algorithms.
 #[derive(Clone)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
-    pub database_url: String,
+    pub database_url: SecretString,
     pub pool: PoolSettings,
     pub keys: KeySet,
     /// How long request ids are remembered.
@@ -50,9 +53,20 @@ pub struct ServerSettings {
 #[derive(Clone)]
 pub struct TlsSettings {
     pub certificate_chain: Vec<u8>,
-    pub private_key: Vec<u8>,
+    pub private_key: SecretSlice<u8>,
     /// When set, clients must present a certificate signed by these CAs.
     pub client_ca: Option<Vec<u8>>,
+}
+
+/// Sizes only: certificates are public but long, the key is secret.
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("certificate_chain_bytes", &self.certificate_chain.len())
+            .field("private_key", &self.private_key)
+            .field("client_ca_bytes", &self.client_ca.as_ref().map(Vec::len))
+            .finish()
+    }
 }
 
 /// Protective limits.
@@ -83,11 +97,18 @@ impl Default for Limits {
     }
 }
 
+/// The settings it names only: a field added later shows nowhere until
+/// someone decides it may.
 impl std::fmt::Debug for ServerSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerSettings")
             .field("listen", &self.listen)
+            .field("database_url", &self.database_url)
             .field("pool", &self.pool)
+            .field("keys", &self.keys)
+            .field("tls", &self.tls)
+            .field("limits", &self.limits)
+            .field("metrics", &self.metrics)
             .finish_non_exhaustive()
     }
 }
@@ -147,13 +168,13 @@ impl RunningServer {
 
 /// Migrates the database, binds the listener and starts serving.
 pub async fn start(settings: ServerSettings) -> anyhow::Result<RunningServer> {
-    let applied = run_migrations(&settings.database_url)
+    let applied = run_migrations(settings.database_url.expose_secret())
         .await
         .context("cannot migrate the database")?;
     if !applied.is_empty() {
         tracing::info!(?applied, "migrations applied");
     }
-    let store = Store::new(&settings.database_url, &settings.pool)?;
+    let store = Store::new(settings.database_url.expose_secret(), &settings.pool)?;
     store.ping().await.context("cannot reach the database")?;
 
     let listener = TcpListener::bind(settings.listen)
@@ -165,12 +186,12 @@ pub async fn start(settings: ServerSettings) -> anyhow::Result<RunningServer> {
         None => None,
     };
 
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let (health, health_service) = crate::health::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
 
     let (watch, watch_tasks) = WatchHub::start(
         store.for_streams(),
-        settings.database_url.clone(),
+        settings.database_url.expose_secret().to_owned(),
         settings.watch.clone(),
     );
     let auth = Authenticator::new(settings.keys.clone());
@@ -199,8 +220,10 @@ pub async fn start(settings: ServerSettings) -> anyhow::Result<RunningServer> {
         .max_concurrent_streams(Some(settings.limits.max_concurrent_streams))
         .http2_max_header_list_size(settings.limits.max_header_list_bytes);
     if let Some(tls) = &settings.tls {
-        let mut config = ServerTlsConfig::new()
-            .identity(Identity::from_pem(&tls.certificate_chain, &tls.private_key));
+        let mut config = ServerTlsConfig::new().identity(Identity::from_pem(
+            &tls.certificate_chain,
+            tls.private_key.expose_secret(),
+        ));
         if let Some(ca) = &tls.client_ca {
             config = config.client_ca_root(Certificate::from_pem(ca));
         }

@@ -34,10 +34,23 @@ struct Key {
     key: DecodingKey,
 }
 
+/// Written by hand so that no key material can show: `DecodingKey`'s own
+/// `Debug` redacts it today, but that is the dependency's choice to keep.
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .field("key", &"[REDACTED]")
+            .finish()
+    }
+}
+
 /// The verification keys, each bound to its one algorithm (so that an
 /// HMAC secret can never check an RS256/ES256 token or the reverse, and
-/// `alg: none` matches nothing).
-#[derive(Clone)]
+/// `alg: none` matches nothing). `Debug` shows each key's algorithm and
+/// `kid`, never its material.
+#[derive(Debug, Clone)]
 pub struct KeySet {
     keys: Vec<Key>,
     settings: KeySettings,
@@ -182,5 +195,39 @@ impl KeySet {
         }
         validation.set_required_spec_claims(&required);
         validation
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_no_key_material() {
+        let secret = b"keys-unit-test-secret-0123456789abcdef";
+        let mut keys = KeySet::hs256(
+            secret,
+            KeySettings {
+                issuer: Some("issuer-x".into()),
+                ..KeySettings::default()
+            },
+        );
+        keys.add_hs256(b"another-secret-0123456789abcdef-xyz");
+        let printed = format!("{keys:?} {keys:#?}");
+        assert!(
+            printed.contains("HS256") && printed.contains("issuer-x"),
+            "{printed}"
+        );
+        assert!(
+            !printed.contains("keys-unit-test-secret"),
+            "the secret as text: {printed}"
+        );
+        // Bytes print as a list of numbers.
+        let as_numbers = format!("{:?}", &secret[..8]);
+        let as_numbers = as_numbers.trim_matches(|c| c == '[' || c == ']');
+        assert!(
+            !printed.contains(as_numbers),
+            "the secret's bytes: {printed}"
+        );
     }
 }

@@ -1,5 +1,5 @@
-//! The HS256 signing secret of the embedded default, and minting tokens
-//! for local use.
+//! The HS256 signing secret: the embedded default's, or one read from a
+//! file; and minting tokens for local use.
 
 use std::{
     fs,
@@ -12,6 +12,7 @@ use std::{
 use anyhow::Context as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::Claims;
 
@@ -20,7 +21,7 @@ pub const MIN_SECRET_BYTES: usize = 32;
 
 /// The secret in `<data_dir>/jwt-secret`, created (random, mode 0600) when
 /// missing.
-pub fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<String> {
+pub fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<SecretString> {
     let path = data_dir.join("jwt-secret");
     if !path.exists() {
         let mut bytes = [0u8; 32];
@@ -36,12 +37,32 @@ pub fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<String> {
             mode & 0o777
         );
     }
-    let secret = fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .trim()
-        .to_owned();
-    check_secret(&secret)?;
+    let secret = SecretString::from(
+        fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .trim(),
+    );
+    check_secret(&path.display().to_string(), &secret)?;
     Ok(secret)
+}
+
+/// The secret in `path`, the file `setting` names (errors name the
+/// setting, never the content). One trailing newline (`\n` or `\r\n`) is
+/// not part of it: editors and `echo` add one.
+pub fn read_secret_file(setting: &str, path: &Path) -> anyhow::Result<SecretString> {
+    let mut text = fs::read_to_string(path)
+        .map(SecretString::from)
+        .with_context(|| format!("{setting}: cannot read the JWT secret"))?;
+    let content = text.expose_secret();
+    let trimmed = content
+        .strip_suffix('\n')
+        .map(|line| line.strip_suffix('\r').unwrap_or(line))
+        .unwrap_or(content);
+    if trimmed.len() != content.len() {
+        text = SecretString::from(trimmed);
+    }
+    check_secret(setting, &text)?;
+    Ok(text)
 }
 
 /// Creates `path` (mode 0600) holding `content`, unless it exists: then
@@ -78,10 +99,11 @@ pub fn create_secret_file(path: &Path, content: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Refuses secrets too short to resist guessing.
-pub fn check_secret(secret: &str) -> anyhow::Result<()> {
-    if secret.len() < MIN_SECRET_BYTES {
-        anyhow::bail!("the JWT secret must be at least {MIN_SECRET_BYTES} bytes long");
+/// Refuses secrets too short to resist guessing; the error names
+/// `setting`, where the secret came from.
+pub fn check_secret(setting: &str, secret: &SecretString) -> anyhow::Result<()> {
+    if secret.expose_secret().len() < MIN_SECRET_BYTES {
+        anyhow::bail!("{setting}: the JWT secret must be at least {MIN_SECRET_BYTES} bytes long");
     }
     Ok(())
 }

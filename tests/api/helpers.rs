@@ -23,6 +23,7 @@ use invoice_cases::{
     store::{PoolSettings, run_migrations},
     watch::WatchSettings,
 };
+use secrecy::ExposeSecret as _;
 use tonic::{
     Code, Request, Status,
     metadata::{AsciiMetadataValue, MetadataValue},
@@ -167,7 +168,7 @@ pub struct TestApp {
 pub fn settings(database_url: &str, secret: &str) -> ServerSettings {
     ServerSettings {
         listen: "127.0.0.1:0".parse().expect("address"),
-        database_url: database_url.to_owned(),
+        database_url: database_url.into(),
         pool: PoolSettings {
             max_size: 8,
             stream_max_size: 4,
@@ -202,7 +203,7 @@ pub async fn spawn_app_on(database_url: &str) -> TestApp {
 
 /// The real server with the given settings.
 pub async fn spawn_app_with(settings: ServerSettings, secret: String) -> TestApp {
-    let database_url = settings.database_url.clone();
+    let database_url = settings.database_url.expose_secret().to_owned();
     let server = server::start(settings).await.expect("start the server");
     TestApp {
         addr: server.local_addr,

@@ -1011,3 +1011,117 @@ async fn raw_stream(
     .await
     .map(drop)
 }
+
+/// A health method with `body` as the request message, no token: Check's
+/// answer, or Watch's first message.
+async fn raw_health(
+    channel: tonic::transport::Channel,
+    method: &str,
+    body: Vec<u8>,
+) -> Result<prost::bytes::Bytes, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(format!("not ready: {e}")))?;
+    let path = http::uri::PathAndQuery::try_from(format!("/grpc.health.v1.Health/{method}"))
+        .expect("a path");
+    let request = tonic::Request::new(prost::bytes::Bytes::from(body));
+    if method == "Watch" {
+        let mut stream = grpc
+            .server_streaming(request, path, RawCodec)
+            .await?
+            .into_inner();
+        stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::unknown("the stream ended without a message"))
+    } else {
+        grpc.unary(request, path, RawCodec)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+#[tokio::test]
+async fn health_bodies_that_are_not_messages_are_invalid_argument() {
+    use tonic_health::pb::{
+        HealthCheckRequest, HealthCheckResponse, health_check_response::ServingStatus,
+    };
+
+    let app = spawn_app().await;
+    let channel = app.channel().await;
+    let bodies: [&[u8]; 4] = [
+        // A string field whose length runs past the end.
+        &[0x0a, 0x05, b'a'],
+        // A truncated varint tag.
+        &[0xff],
+        // A string that is not UTF-8.
+        &[0x0a, 0x02, 0xc3, 0x28],
+        // An end-group tag with no group.
+        &[0x0c],
+    ];
+    let mut wrong = Vec::new();
+    for method in ["Check", "Watch"] {
+        for body in bodies {
+            assert!(
+                HealthCheckRequest::decode(body).is_err(),
+                "{body:?} decodes"
+            );
+            let result = tokio::time::timeout(
+                Duration::from_secs(10),
+                raw_health(channel.clone(), method, body.to_vec()),
+            )
+            .await
+            .unwrap_or_else(|_| Err(Status::unknown("no answer in 10 s")));
+            let status = match result {
+                Ok(answer) => {
+                    wrong.push(format!("{method} {body:?}: accepted: {answer:?}"));
+                    continue;
+                }
+                Err(status) => status,
+            };
+            let violations = status
+                .get_details_bad_request()
+                .map(|bad| bad.field_violations)
+                .unwrap_or_default();
+            if status.code() != Code::InvalidArgument || violations.is_empty() {
+                wrong.push(format!("{method} {body:?}: {}", short(&status)));
+            }
+            if leak_in(status.message()).is_some() {
+                wrong.push(format!("{method} {body:?}: internals in {status:?}"));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "health calls with a malformed body that are not INVALID_ARGUMENT with a BadRequest:\n{}",
+        wrong.join("\n")
+    );
+
+    // Valid requests still get the health service's answers.
+    for method in ["Check", "Watch"] {
+        for service in ["", "invoicecase.v1.InvoiceCaseService"] {
+            let body = HealthCheckRequest {
+                service: service.into(),
+            }
+            .encode_to_vec();
+            let answer = raw_health(channel.clone(), method, body)
+                .await
+                .unwrap_or_else(|s| panic!("{method} {service:?}: {s:?}"));
+            let answer = HealthCheckResponse::decode(answer).expect("a health response");
+            assert_eq!(
+                answer.status(),
+                ServingStatus::Serving,
+                "{method} {service:?}"
+            );
+        }
+        let unknown = HealthCheckRequest {
+            service: "no.such.Service".into(),
+        }
+        .encode_to_vec();
+        let status = raw_health(channel.clone(), method, unknown)
+            .await
+            .expect_err("an unknown service");
+        assert_eq!(status.code(), Code::NotFound, "{method}: {status:?}");
+    }
+}

@@ -111,7 +111,7 @@ async fn tls_app(pki: &Pki, mutual: bool) -> TestApp {
     let mut settings = settings(&database_url, &secret);
     settings.tls = Some(TlsSettings {
         certificate_chain: pki.server_cert.clone().into_bytes(),
-        private_key: pki.server_key.clone().into_bytes(),
+        private_key: pki.server_key.clone().into_bytes().into(),
         client_ca: mutual.then(|| pki.ca_cert.clone().into_bytes()),
     });
     spawn_app_with(settings, secret).await
