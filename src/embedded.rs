@@ -529,6 +529,35 @@ mod tests {
         assert!(message.contains("initdb, pg_ctl and postgres"), "{message}");
     }
 
+    /// A cluster value that was never started, with `password`.
+    fn sample(password: &str) -> EmbeddedPostgres {
+        EmbeddedPostgres {
+            bin_dir: PathBuf::from("/usr/lib/postgresql/15/bin"),
+            cluster_dir: PathBuf::from("/var/lib/invoice-cases/postgres"),
+            owner: None,
+            port: 5432,
+            password: password.to_owned(),
+            started_here: false,
+        }
+    }
+
+    #[test]
+    fn debug_output_does_not_show_the_password() {
+        let password = "0123456789abcdef-embedded-password";
+        let cluster = sample(password);
+        let debug = format!("{cluster:?}");
+        assert!(!debug.contains(password), "{debug}");
+        assert!(debug.contains("5432"), "the rest is still shown: {debug}");
+        assert_eq!(
+            cluster.database_url(),
+            format!("postgres://{USER}:{password}@127.0.0.1:5432/{DATABASE}")
+        );
+        assert_eq!(
+            cluster.url("postgres"),
+            format!("postgres://{USER}:{password}@127.0.0.1:5432/postgres")
+        );
+    }
+
     #[test]
     fn reachability_follows_the_mode_bits() {
         let dir = std::env::temp_dir().join(format!("reach-{}", std::process::id()));

@@ -1,6 +1,7 @@
 //! Operations tests: configuration, logs, metrics, graceful shutdown, a
-//! database outage, transport and the README's state diagram, mostly
-//! against the real `invoice-cases` binary with its stderr captured.
+//! database outage, crash recovery of the embedded default, transport and
+//! the README's state diagram, mostly against the real `invoice-cases`
+//! binary with its stderr captured.
 
 #[path = "../api/helpers.rs"]
 mod helpers;
@@ -17,5 +18,6 @@ mod logs;
 mod metrics;
 mod outage;
 mod readme;
+mod recovery;
 mod shutdown;
 mod transport;
