@@ -22,21 +22,51 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use tokio::process::Command;
 
+/// How long a postmaster left running gets to answer before the service
+/// gives up on it.
+const ADOPT_WAIT: Duration = Duration::from_secs(10);
+
 /// The database the service uses inside the cluster.
 pub const DATABASE: &str = "invoice_cases";
 /// The cluster's superuser, which the service connects as.
 pub const USER: &str = "invoice_cases";
 
-/// A running cluster of the embedded default.
-#[derive(Debug)]
+/// A running cluster of the embedded default. `Debug` leaves the password
+/// out.
 pub struct EmbeddedPostgres {
     bin_dir: PathBuf,
     cluster_dir: PathBuf,
     owner: Option<Owner>,
     port: u16,
     password: String,
-    /// Whether this process started the cluster (and so stops it).
+    /// Whether this process stops the cluster: it started it, or adopted
+    /// it from a predecessor that died without stopping it.
     started_here: bool,
+}
+
+impl std::fmt::Debug for EmbeddedPostgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedPostgres")
+            .field("bin_dir", &self.bin_dir)
+            .field("cluster_dir", &self.cluster_dir)
+            .field("owner", &self.owner)
+            .field("port", &self.port)
+            .field("password", &"[REDACTED]")
+            .field("started_here", &self.started_here)
+            .finish()
+    }
+}
+
+/// What the pid in a cluster's `postmaster.pid` is now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    /// No such process (or a zombie): the pid file is stale.
+    Dead,
+    /// A live process that is not a postmaster of this cluster (the pid
+    /// was reused): the pid file is stale.
+    Other,
+    /// A live postmaster running on the cluster's directory.
+    Postmaster,
 }
 
 /// The unprivileged user that owns and runs the cluster when we are root.
@@ -76,15 +106,102 @@ impl EmbeddedPostgres {
         if !cluster.cluster_dir.join("PG_VERSION").exists() {
             cluster.init().await?;
         }
-        match cluster.running_port()? {
-            Some(port) if cluster.pg_ctl_status().await => {
-                tracing::info!(port, dir = %cluster.cluster_dir.display(), "using the embedded PostgreSQL already running");
-                cluster.port = port;
-            }
-            _ => cluster.start_server().await?,
+        match cluster.pid_file() {
+            None => cluster.start_server().await?,
+            Some((pid, port)) => match cluster.holder(pid) {
+                Holder::Postmaster => cluster.adopt(pid, port).await?,
+                holder => {
+                    // A crash left the file behind; PostgreSQL itself would
+                    // refuse to start while a live process of its user
+                    // holds the pid.
+                    tracing::warn!(pid, ?holder, dir = %cluster.cluster_dir.display(), "removing the stale postmaster.pid of the embedded PostgreSQL");
+                    let path = cluster.cluster_dir.join("postmaster.pid");
+                    match fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            return Err(e)
+                                .with_context(|| format!("cannot remove {}", path.display()));
+                        }
+                    }
+                    cluster.start_server().await?;
+                }
+            },
         }
         cluster.create_database().await?;
         Ok(cluster)
+    }
+
+    /// Takes over a postmaster a previous server left running (it was
+    /// killed before it could stop it), when it answers on its port as
+    /// this cluster's superuser: this process stops it on exit. One that
+    /// does not answer is not ours to use or stop.
+    async fn adopt(&mut self, pid: i32, port: Option<u16>) -> anyhow::Result<()> {
+        let answered = match port {
+            Some(port) => {
+                self.port = port;
+                tokio::time::timeout(ADOPT_WAIT, connect_with_retry(&self.url("postgres")))
+                    .await
+                    .map_err(anyhow::Error::from)
+                    .and_then(|connected| connected.map(drop))
+            }
+            None => Err(anyhow::anyhow!("postmaster.pid names no port")),
+        };
+        if let Err(e) = answered {
+            bail!(
+                "PostgreSQL (pid {pid}) runs on the embedded cluster {dir} but does not answer \
+                 on 127.0.0.1:{port} ({e:#}); stop it (`pg_ctl stop -D {dir}` as its owner) \
+                 and start the service again",
+                dir = self.cluster_dir.display(),
+                port = port.map_or_else(|| "?".to_owned(), |p| p.to_string()),
+            );
+        }
+        self.started_here = true;
+        tracing::info!(pid, port = self.port, dir = %self.cluster_dir.display(), "adopted the embedded PostgreSQL a previous run left running; it is stopped on exit");
+        Ok(())
+    }
+
+    /// The pid and port in the cluster's `postmaster.pid`, when there is
+    /// one.
+    fn pid_file(&self) -> Option<(i32, Option<u16>)> {
+        let text = fs::read_to_string(self.cluster_dir.join("postmaster.pid")).ok()?;
+        let mut lines = text.lines();
+        let pid = lines.next()?.trim().parse().ok()?;
+        let port = lines.nth(2).and_then(|line| line.trim().parse().ok());
+        Some((pid, port))
+    }
+
+    /// Whether `pid` is a live postmaster of this cluster: a postmaster's
+    /// working directory is its data directory.
+    fn holder(&self, pid: i32) -> Holder {
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return Holder::Dead;
+        };
+        // The state follows the command name, which is in parentheses.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        if matches!(state, None | Some('Z' | 'X')) {
+            return Holder::Dead;
+        }
+        let cluster =
+            fs::canonicalize(&self.cluster_dir).unwrap_or_else(|_| self.cluster_dir.clone());
+        match fs::read_link(format!("/proc/{pid}/cwd")) {
+            Ok(cwd) if cwd == cluster => Holder::Postmaster,
+            Ok(_) => Holder::Other,
+            // Not ours to inspect: a postmaster by its name, to be safe.
+            Err(_) => {
+                let name = stat
+                    .split_once('(')
+                    .and_then(|(_, rest)| rest.rsplit_once(')'))
+                    .map(|(name, _)| name);
+                if matches!(name, Some("postgres" | "postmaster")) {
+                    Holder::Postmaster
+                } else {
+                    Holder::Other
+                }
+            }
+        }
     }
 
     /// The URL of the service's database.
@@ -230,31 +347,6 @@ impl EmbeddedPostgres {
             );
         }
         Ok(())
-    }
-
-    /// The port of a server already running on the cluster, from its
-    /// `postmaster.pid`.
-    fn running_port(&self) -> anyhow::Result<Option<u16>> {
-        let pid_file = self.cluster_dir.join("postmaster.pid");
-        let Ok(text) = fs::read_to_string(&pid_file) else {
-            return Ok(None);
-        };
-        Ok(text
-            .lines()
-            .nth(3)
-            .and_then(|line| line.trim().parse().ok()))
-    }
-
-    async fn pg_ctl_status(&self) -> bool {
-        self.command("pg_ctl")
-            .arg("status")
-            .arg("-D")
-            .arg(&self.cluster_dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await
-            .is_ok_and(|status| status.success())
     }
 
     async fn start_server(&mut self) -> anyhow::Result<()> {
