@@ -17,6 +17,10 @@ pub const DEFAULT_EVENT_PAGE: usize = 100;
 pub const MAX_EVENT_PAGE: usize = 1000;
 
 const CASE_TOKEN: u8 = 1;
+/// 0001-01-01T00:00:00Z, the earliest protobuf Timestamp, in Unix µs.
+const MIN_TOKEN_MICROS: i64 = -62_135_596_800_000_000;
+/// 9999-12-31T23:59:59.999999Z, the latest protobuf Timestamp, in Unix µs.
+const MAX_TOKEN_MICROS: i64 = 253_402_300_799_999_999;
 const EVENT_TOKEN: u8 = 2;
 
 /// The page size to use: `default` for 0, capped at `max`; negative sizes
@@ -56,6 +60,12 @@ pub fn parse_case_token(token: &str, filter: &str) -> Result<Option<CasePageKey>
         return Err("belongs to a different filter; start again without a page_token".into());
     }
     let micros = i64::from_be_bytes(bytes[0..8].try_into().map_err(|_| invalid())?);
+    // Every case was created within protobuf's Timestamp range (years 1
+    // to 9999), which PostgreSQL can represent; a forged time outside it
+    // would fail in the database.
+    if !(MIN_TOKEN_MICROS..=MAX_TOKEN_MICROS).contains(&micros) {
+        return Err(invalid());
+    }
     let create_time = DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?;
     let id = Uuid::from_slice(&bytes[8..24]).map_err(|_| invalid())?;
     Ok(Some(CasePageKey { create_time, id }))
@@ -123,6 +133,37 @@ mod tests {
         assert_eq!(parse_case_token("", ""), Ok(None));
         let event = event_token(key.id, 42);
         assert!(parse_case_token(&event, "").is_err());
+    }
+
+    #[test]
+    fn case_tokens_with_times_outside_timestamps_are_refused() {
+        let id = Uuid::new_v4();
+        for (micros, valid) in [
+            (MIN_TOKEN_MICROS, true),
+            (MAX_TOKEN_MICROS, true),
+            (MIN_TOKEN_MICROS - 1, false),
+            (MAX_TOKEN_MICROS + 1, false),
+            (i64::MIN, false),
+            (i64::MAX, false),
+        ] {
+            // Built by hand: `case_token` takes a time chrono can hold.
+            let mut bytes = vec![CASE_TOKEN];
+            bytes.extend_from_slice(&micros.to_be_bytes());
+            bytes.extend_from_slice(id.as_bytes());
+            bytes.extend_from_slice(&query_hash(""));
+            let token = URL_SAFE_NO_PAD.encode(bytes);
+            assert_eq!(parse_case_token(&token, "").is_ok(), valid, "{micros}");
+        }
+        assert_eq!(
+            DateTime::from_timestamp_micros(MIN_TOKEN_MICROS).map(|t| t.to_rfc3339()),
+            Some("0001-01-01T00:00:00+00:00".to_owned())
+        );
+        assert_eq!(
+            DateTime::from_timestamp_micros(MAX_TOKEN_MICROS).map(|t| t.to_rfc3339()),
+            Some("9999-12-31T23:59:59.999999+00:00".to_owned())
+        );
+        // The forged token of the report.
+        assert!(parse_case_token("Af0S2cJ8V3__AAAAAAAAAAAAAAAAAAAAAOOwxEKY_BwU", "").is_err());
     }
 
     #[test]

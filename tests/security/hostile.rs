@@ -1125,3 +1125,80 @@ async fn health_bodies_that_are_not_messages_are_invalid_argument() {
         assert_eq!(status.code(), Code::NotFound, "{method}: {status:?}");
     }
 }
+
+/// Page tokens whose every byte has the right shape but whose time no
+/// case can have (PostgreSQL cannot even represent some): INVALID_ARGUMENT
+/// naming `page_token`, never INTERNAL.
+#[tokio::test]
+async fn forged_page_tokens_with_impossible_times_are_invalid_argument() {
+    use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+
+    let app = spawn_app().await;
+    let mut admin = app.admin().await;
+    let case = create(&mut admin, "ACME", 1).await;
+    let _ = create(&mut admin, "ACME", 1).await;
+    // A real token, to take the filter hash from.
+    let first = admin
+        .list_invoice_cases(pb::ListInvoiceCasesRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("a first page")
+        .into_inner();
+    let real = URL_SAFE_NO_PAD
+        .decode(&first.next_page_token)
+        .expect("a token of base64");
+    let mut tokens = vec!["Af0S2cJ8V3__AAAAAAAAAAAAAAAAAAAAAOOwxEKY_BwU".to_owned()];
+    // The earliest and latest times there are, the microsecond before the
+    // year 1, and the year 10000.
+    for micros in [
+        i64::MIN,
+        i64::MAX,
+        -62_135_596_800_000_001,
+        253_402_300_800_000_000,
+    ] {
+        let mut forged = real.clone();
+        forged[1..9].copy_from_slice(&micros.to_be_bytes());
+        tokens.push(URL_SAFE_NO_PAD.encode(forged));
+    }
+    let mut wrong = Vec::new();
+    for token in &tokens {
+        match admin
+            .list_invoice_cases(pb::ListInvoiceCasesRequest {
+                page_size: 1,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(page) => wrong.push(format!("{token}: a page {:?}", page.into_inner())),
+            Err(status) => {
+                let fields: Vec<String> = status
+                    .get_details_bad_request()
+                    .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
+                    .unwrap_or_default();
+                if status.code() != Code::InvalidArgument || fields != ["page_token"] {
+                    wrong.push(format!("{token}: {}", short(&status)));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "forged page tokens not refused as INVALID_ARGUMENT:\n{}",
+        wrong.join("\n")
+    );
+    // The real token still works.
+    let next = admin
+        .list_invoice_cases(pb::ListInvoiceCasesRequest {
+            page_size: 1,
+            page_token: first.next_page_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("the next page")
+        .into_inner();
+    assert_eq!(next.invoice_cases.len(), 1);
+    assert_healthy(&mut admin, &case.id).await;
+}
