@@ -102,6 +102,10 @@ pub enum StoreError {
     Database(diesel::result::Error),
 }
 
+/// Only what the error's kind says for certain: a connection that is gone
+/// is UNAVAILABLE. Sessions classify their statements' other errors further
+/// (see `session.rs`); no error is classified by its message text, which
+/// follows the server's `lc_messages`.
 impl From<diesel::result::Error> for StoreError {
     fn from(error: diesel::result::Error) -> Self {
         use diesel::result::Error;
@@ -110,18 +114,6 @@ impl From<diesel::result::Error> for StoreError {
                 DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
                 info,
             ) => StoreError::Unavailable(info.message().to_owned()),
-            Error::DatabaseError(DatabaseErrorKind::Unknown, info) => {
-                let message = info.message();
-                if message.contains("statement timeout") {
-                    StoreError::DeadlineExceeded
-                } else if message.starts_with("terminating connection")
-                    || message.contains("the database system is")
-                {
-                    StoreError::Unavailable(message.to_owned())
-                } else {
-                    StoreError::Database(error)
-                }
-            }
             Error::BrokenTransactionManager => StoreError::Unavailable(error.to_string()),
             _ => StoreError::Database(error),
         }

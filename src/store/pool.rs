@@ -70,6 +70,8 @@ pub struct Store {
     database_url: String,
     signals: Arc<Signals>,
     recent: Arc<RecentCases>,
+    /// Each connection's `statement_timeout`.
+    statement_timeout: Duration,
 }
 
 /// What writers tell the event log's readers.
@@ -111,6 +113,7 @@ impl Store {
             database_url: database_url.to_owned(),
             signals: Arc::default(),
             recent: Arc::new(RecentCases::new()),
+            statement_timeout: settings.statement_timeout,
         })
     }
 
@@ -135,7 +138,21 @@ impl Store {
         timeout: Option<Duration>,
         mode: Mode,
     ) -> Result<Session, StoreError> {
-        Ok(Session::new(self.conn().await?, timeout, mode))
+        Ok(Session::new(
+            self.conn().await?,
+            timeout,
+            self.statement_timeout,
+            mode,
+        ))
+    }
+
+    /// A session whose statements share one repeatable-read, read-only
+    /// snapshot (see [`Session::repeatable_read`]).
+    pub(super) async fn snapshot_session(&self) -> Result<Session, StoreError> {
+        Ok(Session::repeatable_read(
+            self.conn().await?,
+            self.statement_timeout,
+        ))
     }
 
     /// Tells this process's event log reader that an action committed.

@@ -8,9 +8,18 @@
 //! `COMMIT`. A session dropped inside its transaction (the client left)
 //! takes its connection out of the pool, so that no later call inherits an
 //! open transaction.
+//!
+//! A database error is classified without reading its message (which
+//! follows the server's `lc_messages`), and without its SQLSTATE, which
+//! diesel does not expose: a statement that failed once the session's
+//! statement timeout had run out was cancelled by it (DEADLINE_EXCEEDED),
+//! and one after which the connection no longer answers was ended by the
+//! server (UNAVAILABLE: a restart, an administrator); anything else is the
+//! database's own error.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::{
     AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection, methods::LoadQuery,
     pooled_connection::deadpool::Object,
@@ -35,10 +44,44 @@ pub(super) struct Session {
     pending_begin: Option<String>,
     /// A transaction is open (or its `BEGIN` is on its way).
     in_transaction: bool,
+    /// When the session began, and how long any one statement of it may
+    /// run: an error after that is the statement timeout's.
+    started: Instant,
+    budget: Duration,
+}
+
+/// What a failed statement's error means (see the module's comment).
+async fn classify(
+    error: DieselError,
+    started: Instant,
+    budget: Duration,
+    mut conn: &AsyncPgConnection,
+) -> StoreError {
+    let DieselError::DatabaseError(DatabaseErrorKind::Unknown, _) = &error else {
+        return error.into();
+    };
+    if started.elapsed() >= budget {
+        return StoreError::DeadlineExceeded;
+    }
+    // In a failed transaction this fails too, but with an answer.
+    match conn.batch_execute("SELECT 1").await {
+        Err(DieselError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _,
+        )) => StoreError::Unavailable(format!("the server ended the connection: {error}")),
+        _ => StoreError::Database(error),
+    }
 }
 
 impl Session {
-    pub fn new(conn: Object<AsyncPgConnection>, timeout: Option<Duration>, mode: Mode) -> Self {
+    /// `statement_timeout` is the connection's own, which bounds each
+    /// statement when the session has no `timeout`.
+    pub fn new(
+        conn: Object<AsyncPgConnection>,
+        timeout: Option<Duration>,
+        statement_timeout: Duration,
+        mode: Mode,
+    ) -> Self {
         let pending_begin = timeout.map(|timeout| {
             let millis = timeout.as_millis().clamp(1, i32::MAX as u128);
             let mode = match mode {
@@ -51,16 +94,20 @@ impl Session {
             conn: Some(conn),
             pending_begin,
             in_transaction: false,
+            started: Instant::now(),
+            budget: timeout.unwrap_or(statement_timeout),
         }
     }
 
     /// A session whose statements share one repeatable-read, read-only
     /// snapshot (taken by its first statement).
-    pub fn repeatable_read(conn: Object<AsyncPgConnection>) -> Self {
+    pub fn repeatable_read(conn: Object<AsyncPgConnection>, statement_timeout: Duration) -> Self {
         Session {
             conn: Some(conn),
             pending_begin: Some("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY".into()),
             in_transaction: false,
+            started: Instant::now(),
+            budget: statement_timeout,
         }
     }
 
@@ -80,6 +127,7 @@ impl Session {
             self.in_transaction = true;
         }
         let conn: Option<&'s AsyncPgConnection> = self.conn.as_deref();
+        let (started, budget) = (self.started, self.budget);
         Box::pin(async move {
             // Present until the session is dropped.
             let Some(mut conn) = conn else {
@@ -94,12 +142,14 @@ impl Session {
                         begin_conn.batch_execute(&begin),
                         query.load::<U>(&mut conn)
                     );
-                    begun?;
-                    rows?
+                    begun.and(rows)
                 }
-                None => query.load::<U>(&mut conn).await?,
+                None => query.load::<U>(&mut conn).await,
             };
-            Ok(rows)
+            match rows {
+                Ok(rows) => Ok(rows),
+                Err(e) => Err(classify(e, started, budget, conn).await),
+            }
         })
     }
 
@@ -121,6 +171,7 @@ impl Session {
             self.in_transaction = true;
         }
         let conn: Option<&'s AsyncPgConnection> = self.conn.as_deref();
+        let (started, budget) = (self.started, self.budget);
         Box::pin(async move {
             let Some(conn) = conn else {
                 return Err(StoreError::Unavailable(
@@ -139,8 +190,10 @@ impl Session {
                 first.load::<U1>(&mut first_conn),
                 second.load::<U2>(&mut second_conn)
             );
-            begun?;
-            Ok((first?, second?))
+            match begun.and(first).and_then(|first| Ok((first, second?))) {
+                Ok(both) => Ok(both),
+                Err(e) => Err(classify(e, started, budget, conn).await),
+            }
         })
     }
 

@@ -519,10 +519,10 @@ async fn a_connection_gets_at_most_its_concurrent_streams() {
 
 /// Holds the row lock of a case on a connection of its own until dropped
 /// (or [`RowLock::release`]d).
-struct RowLock(OpenTransaction);
+pub(crate) struct RowLock(OpenTransaction);
 
 impl RowLock {
-    async fn take(database_url: &str, case_id: &str) -> RowLock {
+    pub(crate) async fn take(database_url: &str, case_id: &str) -> RowLock {
         let id = Uuid::parse_str(case_id).expect("a case UUID");
         let mut open = OpenTransaction::begin(database_url).await;
         open.run(&format!(
@@ -532,13 +532,13 @@ impl RowLock {
         RowLock(open)
     }
 
-    async fn release(self) {
+    pub(crate) async fn release(self) {
         self.0.end("ROLLBACK").await;
     }
 }
 
 /// A request with a client deadline (`grpc-timeout`).
-fn with_deadline<T>(message: T, deadline: Duration) -> tonic::Request<T> {
+pub(crate) fn with_deadline<T>(message: T, deadline: Duration) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(deadline);
     request

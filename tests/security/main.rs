@@ -10,6 +10,7 @@ mod gate;
 mod hostile;
 mod keys;
 mod limits;
+mod locale;
 mod roles;
 mod support;
 mod tls;
