@@ -111,6 +111,17 @@ impl WatchHub {
         caller: Caller,
         request: pb::WatchStateChangesRequest,
     ) -> Result<EncodedStream, Status> {
+        // Counted before any database work: a refusal costs nothing, and
+        // the count includes streams still opening.
+        let open = self.shared.streams.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("invoice_cases_watch_streams").increment(1.0);
+        let guard = StreamGuard(self.shared.clone());
+        if open >= self.shared.settings.max_streams {
+            drop(guard);
+            return Err(Status::resource_exhausted(
+                "too many watch streams on this server; retry later or on another replica",
+            ));
+        }
         let store = &self.shared.store;
         let mut filter = EventFilter {
             case_id: None,
@@ -167,20 +178,12 @@ impl WatchHub {
             Some(Start::WithSnapshot(true)) => subscriber::Start::Snapshot,
         };
         let settings = &self.shared.settings;
-        let open = self.shared.streams.fetch_add(1, Ordering::Relaxed);
-        metrics::gauge!("invoice_cases_watch_streams").increment(1.0);
-        let guard = StreamGuard(self.shared.clone());
-        if open >= settings.max_streams {
-            drop(guard);
-            return Err(Status::resource_exhausted(
-                "too many watch streams on this server; retry later or on another replica",
-            ));
-        }
         let (outlet, stream) = response::channel(settings.subscriber_buffer);
         let shared = self.shared.clone();
+        let expires = expiry(caller.valid_until);
         tokio::spawn(async move {
             let _guard = guard;
-            subscriber::run(shared, filter, start, outlet).await;
+            subscriber::run(shared, filter, start, expires, outlet).await;
         });
         Ok(Box::pin(stream))
     }
@@ -431,6 +434,15 @@ impl Backoff {
 }
 
 /// Resolves once the hub shuts down.
+/// The instant a token valid until `valid_until` expires, if the clock can
+/// hold it.
+fn expiry(valid_until: std::time::SystemTime) -> Option<tokio::time::Instant> {
+    let left = valid_until
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    tokio::time::Instant::now().checked_add(left)
+}
+
 pub(super) async fn shut_down(shutdown: &mut watch::Receiver<bool>) {
     // An error means the hub is gone: shut down as well.
     let _ = shutdown.wait_for(|down| *down).await.map(|_| ());

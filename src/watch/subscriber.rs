@@ -53,7 +53,14 @@ enum Stop {
     End(Status),
 }
 
-pub(super) async fn run(shared: Arc<Shared>, filter: EventFilter, start: Start, outlet: Outlet) {
+/// Runs one stream; it ends at `expires`, when its token does.
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    filter: EventFilter,
+    start: Start,
+    expires: Option<Instant>,
+    outlet: Outlet,
+) {
     let Outlet { messages, end } = outlet;
     let mut stream = Stream {
         shared: shared.clone(),
@@ -61,6 +68,7 @@ pub(super) async fn run(shared: Arc<Shared>, filter: EventFilter, start: Start, 
         tx: messages,
         position: StreamPosition::at(EventPosition { txid: 0, id: 0 }),
         last_sent: Instant::now(),
+        expires,
     };
     let result = match start {
         Start::At(position) => {
@@ -86,6 +94,16 @@ struct Stream {
     /// filtered out (or is shown by the snapshot the stream started from).
     position: StreamPosition,
     last_sent: Instant,
+    /// When the caller's token expires.
+    expires: Option<Instant>,
+}
+
+/// Resolves at `at`, or never.
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Stream {
@@ -100,6 +118,17 @@ impl Stream {
 
     /// Sends one encoded message (see [`Self::send`]).
     async fn send_encoded(&mut self, message: Encoded) -> Result<(), Stop> {
+        // A buffer with room takes it at once; only a full one is waited
+        // for, and not past shutdown or the token's expiry.
+        match self.tx.try_reserve() {
+            Ok(permit) => {
+                permit.send(message);
+                self.last_sent = Instant::now();
+                return Ok(());
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => return Err(Stop::ClientGone),
+            Err(mpsc::error::TrySendError::Full(())) => {}
+        }
         let mut shutdown = self.shared.shutdown.clone();
         tokio::select! {
             sent = self.tx.send(message) => {
@@ -111,6 +140,7 @@ impl Stream {
                 SERVER_SHUTTING_DOWN,
                 "the server is shutting down",
             ))),
+            _ = until(self.expires) => Err(Stop::End(self.expired())),
         }
     }
 
@@ -186,6 +216,8 @@ impl Stream {
         tokio::pin!(left);
         let progress = tokio::time::sleep_until(self.last_sent + interval);
         tokio::pin!(progress);
+        let expiry = until(self.expires);
+        tokio::pin!(expiry);
         loop {
             // Subscribe before reading: what the reader publishes from now on
             // is in the ring, what it published before is in the database.
@@ -228,6 +260,7 @@ impl Stream {
                         )));
                     }
                     _ = &mut left => return Err(Stop::ClientGone),
+                    _ = &mut expiry => return Err(Stop::End(self.expired())),
                 }
             }
         }
@@ -319,6 +352,9 @@ impl Stream {
             if self.position.after < page.pruned_through {
                 return Err(Stop::End(cursor_expired(page.pruned_through)));
             }
+            if self.expires.is_some_and(|at| Instant::now() >= at) {
+                return Err(Stop::End(self.expired()));
+            }
             let more = page.more;
             for event in page.events {
                 let mut after = self.position.clone();
@@ -332,6 +368,21 @@ impl Stream {
                 return Ok(());
             }
         }
+    }
+
+    /// UNAUTHENTICATED (the token expired) with the cursor to resume from
+    /// with a fresh token.
+    fn expired(&self) -> Status {
+        let cursor = cursor::encode(&self.position);
+        Status::with_error_details(
+            Code::Unauthenticated,
+            format!("the token expired; resume with after_cursor = {cursor} and a fresh token"),
+            ErrorDetails::with_error_info(
+                "TOKEN_EXPIRED",
+                ERROR_DOMAIN,
+                HashMap::from([("cursor".to_owned(), cursor)]),
+            ),
+        )
     }
 
     /// UNAVAILABLE with the cursor to resume from.

@@ -12,5 +12,6 @@ mod keys;
 mod limits;
 mod locale;
 mod roles;
+mod streams;
 mod support;
 mod tls;
