@@ -2,14 +2,17 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
+use http::uri::PathAndQuery;
+use invoice_cases::pb;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
 use tonic::Code;
+use uuid::Uuid;
 
 use crate::{
-    binary::{Binary, Options},
+    binary::{Binary, Options, channel},
     helpers::*,
     watch_helpers::{open, read_events, watch},
 };
@@ -125,7 +128,228 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     }
 }
 
+/// The sum of the samples of `name` whose labels include `labels` (0 when
+/// there is none).
+fn total(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    find(samples, name, labels).iter().map(|s| s.value).sum()
+}
+
 const SERVICE: &str = "invoicecase.v1.InvoiceCaseService";
+
+/// A server with `/metrics`.
+async fn serve_with_metrics() -> (Binary, SocketAddr) {
+    let database_url = cluster().new_database();
+    let mut options = Options::new(&database_url);
+    options.metrics = true;
+    let server = Binary::start(options).await;
+    let metrics = server.metrics.expect("a metrics address");
+    (server, metrics)
+}
+
+/// Scrapes until `done` holds for the samples (at most 5 s); returns them.
+async fn scrape_until(
+    metrics: SocketAddr,
+    what: &str,
+    done: impl Fn(&[Sample]) -> bool,
+) -> Vec<Sample> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, _, body) = scrape(metrics).await;
+        let samples = parse(&body);
+        if done(&samples) {
+            return samples;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not seen in\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The distinct `(grpc_service, grpc_method)` label pairs of any sample.
+fn method_labels(samples: &[Sample]) -> std::collections::BTreeSet<(String, String)> {
+    samples
+        .iter()
+        .filter_map(|s| {
+            Some((
+                s.labels.get("grpc_service")?.clone(),
+                s.labels.get("grpc_method")?.clone(),
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn calls_to_paths_not_served_count_as_unknown_and_add_no_series() {
+    let (server, metrics) = serve_with_metrics().await;
+    let mut admin = server.admin().await;
+    create(&mut admin, "ACME", 1).await;
+    let (_, _, before) = scrape(metrics).await;
+    let before_samples = parse(&before);
+
+    // Real gRPC calls (HTTP/2 POSTs) with an empty message, no token: half
+    // to made-up services, half to made-up methods of the real service
+    // (which the authentication layer refuses before routing).
+    let mut grpc = tonic::client::Grpc::new(channel(server.addr).await);
+    const CALLS: usize = 100;
+    for i in 0..CALLS {
+        let token = Uuid::new_v4().simple();
+        let path = if i % 2 == 0 {
+            format!("/made.up{token}.Service/Method{token}")
+        } else {
+            format!("/{SERVICE}/Method{token}")
+        };
+        grpc.ready().await.expect("the channel is ready");
+        let status = grpc
+            .unary::<(), (), _>(
+                tonic::Request::new(()),
+                PathAndQuery::try_from(path.as_str()).expect("a path"),
+                tonic_prost::ProstCodec::<(), ()>::default(),
+            )
+            .await
+            .expect_err("a path not served");
+        let expected = if i % 2 == 0 {
+            Code::Unimplemented
+        } else {
+            Code::Unauthenticated
+        };
+        assert_eq!(status.code(), expected, "{path}: {status:?}");
+    }
+
+    let (_, _, after) = scrape(metrics).await;
+    eprintln!("GET /metrics after {CALLS} calls to made-up paths:\n{after}");
+    let samples = parse(&after);
+    let unknown = |code: &str| {
+        value(
+            &samples,
+            "grpc_server_handled_total",
+            &[
+                ("grpc_service", "unknown"),
+                ("grpc_method", "unknown"),
+                ("grpc_code", code),
+            ],
+        )
+    };
+    assert_eq!(unknown("Unimplemented"), (CALLS / 2) as f64);
+    assert_eq!(unknown("Unauthenticated"), (CALLS / 2) as f64);
+    assert_eq!(
+        value(
+            &samples,
+            "grpc_server_handling_seconds_count",
+            &[("grpc_service", "unknown"), ("grpc_method", "unknown")],
+        ),
+        CALLS as f64
+    );
+
+    // The only new method labels are `unknown`: no path leaks into a label.
+    let new: Vec<_> = method_labels(&samples)
+        .difference(&method_labels(&before_samples))
+        .cloned()
+        .collect();
+    assert_eq!(new, [("unknown".to_owned(), "unknown".to_owned())]);
+    assert!(!after.contains("made.up"), "a made-up path is in a label");
+    // Two counter series and one histogram, not a hundred of each.
+    let handled_series = |samples: &[Sample]| find(samples, "grpc_server_handled_total", &[]).len();
+    assert_eq!(
+        handled_series(&samples),
+        handled_series(&before_samples) + 2
+    );
+    let growth = samples.len() - before_samples.len();
+    assert!(
+        growth <= 2 + BUCKET_LINES + 2,
+        "{growth} new samples for {CALLS} calls to made-up paths"
+    );
+}
+
+/// The sample lines of one histogram series: its buckets (with +Inf).
+const BUCKET_LINES: usize = 15;
+
+/// The status code names go-grpc-prometheus uses, by code number.
+const CODE_NAMES: [&str; 17] = [
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+];
+
+#[tokio::test]
+async fn grpc_code_labels_are_the_canonical_code_names() {
+    let (server, metrics) = serve_with_metrics().await;
+    let mut admin = server.admin().await;
+    let case = create(&mut admin, "ACME", 1).await;
+    expect_code(
+        admin.assign_to_me(assign(&case.id)).await,
+        Code::FailedPrecondition,
+    );
+    expect_code(
+        admin
+            .get_invoice_case(pb::GetInvoiceCaseRequest {
+                case_id: "not a case".into(),
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+    let mut anonymous = crate::process::client(server.addr, "not a token").await;
+    expect_code(
+        anonymous
+            .get_invoice_case(pb::GetInvoiceCaseRequest {
+                case_id: case.id.clone(),
+            })
+            .await,
+        Code::Unauthenticated,
+    );
+    // A watch the client gives up: the server counts it cancelled.
+    let mut watcher = server.admin().await;
+    let stream = open(&mut watcher, watch("", "", None)).await;
+    drop(stream);
+    drop(watcher);
+
+    let watch_labels = [
+        ("grpc_service", SERVICE),
+        ("grpc_method", "WatchStateChanges"),
+    ];
+    let samples = scrape_until(metrics, "a cancelled watch", |samples| {
+        !find(samples, "grpc_server_handled_total", &watch_labels).is_empty()
+    })
+    .await;
+    let handled = |method: &str, code: &str| {
+        total(
+            &samples,
+            "grpc_server_handled_total",
+            &[
+                ("grpc_service", SERVICE),
+                ("grpc_method", method),
+                ("grpc_code", code),
+            ],
+        )
+    };
+    assert_eq!(handled("CreateInvoiceCase", "OK"), 1.0);
+    assert_eq!(handled("AssignToMe", "FailedPrecondition"), 1.0);
+    assert_eq!(handled("GetInvoiceCase", "InvalidArgument"), 1.0);
+    assert_eq!(handled("GetInvoiceCase", "Unauthenticated"), 1.0);
+    assert_eq!(handled("WatchStateChanges", "Canceled"), 1.0);
+    for sample in find(&samples, "grpc_server_handled_total", &[]) {
+        let code = sample.labels.get("grpc_code").expect("a grpc_code label");
+        assert!(
+            CODE_NAMES.contains(&code.as_str()),
+            "grpc_code {code:?} is not a canonical code name: {sample:?}"
+        );
+    }
+}
 
 #[tokio::test]
 async fn the_prometheus_endpoint_counts_calls_transitions_streams_and_connections() {
@@ -166,10 +390,10 @@ async fn the_prometheus_endpoint_counts_calls_transitions_streams_and_connection
             ],
         )
     };
-    assert_eq!(handled("CreateInvoiceCase", "Ok"), 1.0);
-    assert_eq!(handled("SubmitCase", "Ok"), 1.0);
+    assert_eq!(handled("CreateInvoiceCase", "OK"), 1.0);
+    assert_eq!(handled("SubmitCase", "OK"), 1.0);
     assert_eq!(handled("SubmitCase", "FailedPrecondition"), 1.0);
-    assert_eq!(handled("AssignToMe", "Ok"), 1.0);
+    assert_eq!(handled("AssignToMe", "OK"), 1.0);
 
     // The latency histogram of SubmitCase: cumulative buckets up to +Inf.
     let labels = [("grpc_service", SERVICE), ("grpc_method", "SubmitCase")];
