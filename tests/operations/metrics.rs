@@ -352,6 +352,58 @@ async fn grpc_code_labels_are_the_canonical_code_names() {
 }
 
 #[tokio::test]
+async fn every_metric_family_has_help_and_type() {
+    let (server, metrics) = serve_with_metrics().await;
+    let mut admin = server.admin().await;
+    let mut watcher = server.admin().await;
+    let mut stream = open(&mut watcher, watch("", "", None)).await;
+    create(&mut admin, "ACME", 1).await;
+    read_events(&mut stream, 1).await;
+
+    let (_, _, body) = scrape(metrics).await;
+    eprintln!("GET /metrics:\n{body}");
+    let comment = |kind: &str| -> BTreeMap<String, String> {
+        body.lines()
+            .filter_map(|l| l.strip_prefix(&format!("# {kind} ")))
+            .filter_map(|l| l.split_once(' '))
+            .map(|(name, text)| (name.to_owned(), text.trim().to_owned()))
+            .collect()
+    };
+    let help = comment("HELP");
+    let types = comment("TYPE");
+    let families: std::collections::BTreeSet<String> = parse(&body)
+        .into_iter()
+        .map(|sample| {
+            let name = sample.name;
+            if types.contains_key(&name) {
+                return name;
+            }
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .filter(|base| types.get(*base).map(String::as_str) == Some("histogram"))
+                .map(str::to_owned)
+                .unwrap_or_else(|| panic!("{name}: no # TYPE line"))
+        })
+        .collect();
+    for family in [
+        "grpc_server_handled_total",
+        "grpc_server_handling_seconds",
+        "invoice_cases_transitions_total",
+        "invoice_cases_watch_streams",
+        "invoice_cases_event_delivery_lag_seconds",
+        "invoice_cases_db_pool_connections",
+        "invoice_cases_db_pool_waiting",
+    ] {
+        assert!(families.contains(family), "{family} is not exposed");
+    }
+    for family in families.iter().chain(types.keys()) {
+        let text = help.get(family).map(String::as_str).unwrap_or_default();
+        assert!(!text.is_empty(), "{family}: no # HELP line");
+    }
+}
+
+#[tokio::test]
 async fn the_prometheus_endpoint_counts_calls_transitions_streams_and_connections() {
     let database_url = cluster().new_database();
     let mut options = Options::new(&database_url);
