@@ -6,7 +6,9 @@
 //! `invoice_cases_watch_streams` (open watch streams),
 //! `invoice_cases_event_delivery_lag_seconds` (from an action's time to the
 //! watch reader publishing its event), and
-//! `invoice_cases_db_pool_connections{state}` (database pool use).
+//! `invoice_cases_db_pool_connections{state}` and
+//! `invoice_cases_db_pool_waiting` (database pool use). Every family has
+//! its `# HELP` line.
 
 use std::{net::SocketAddr, sync::OnceLock};
 
@@ -31,10 +33,47 @@ pub fn recorder() -> anyhow::Result<&'static PrometheusHandle> {
             PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
                 .and_then(|builder| builder.install_recorder())
+                .inspect(|_| describe())
                 .map_err(|e| e.to_string())
         })
         .as_ref()
         .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))
+}
+
+/// The `# HELP` line of every metric.
+fn describe() {
+    metrics::describe_counter!(
+        "grpc_server_handled_total",
+        "RPCs completed on the server, by method and status code \
+         (grpc_service and grpc_method are \"unknown\" for a path the server does not serve)."
+    );
+    metrics::describe_histogram!(
+        "grpc_server_handling_seconds",
+        metrics::Unit::Seconds,
+        "Time from an RPC's request to the end of its response, by method."
+    );
+    metrics::describe_counter!(
+        "invoice_cases_transitions_total",
+        "Actions committed, by the action its event names (CREATE, SUBMIT, ...); \
+         a replayed request id does not count again."
+    );
+    metrics::describe_gauge!(
+        "invoice_cases_watch_streams",
+        "WatchStateChanges streams open."
+    );
+    metrics::describe_histogram!(
+        "invoice_cases_event_delivery_lag_seconds",
+        metrics::Unit::Seconds,
+        "Time from an action's commit time to the watch reader publishing its event."
+    );
+    metrics::describe_gauge!(
+        "invoice_cases_db_pool_connections",
+        "Database pool connections: in_use, idle, and the pool's max size."
+    );
+    metrics::describe_gauge!(
+        "invoice_cases_db_pool_waiting",
+        "Calls waiting for a database pool connection."
+    );
 }
 
 /// Serves `/metrics` on `addr`; returns the bound address and the task.

@@ -7,15 +7,24 @@
 //! the client's `x-request-id` when it sends a sane one, else a new UUID; it
 //! is returned in the response's `x-request-id`. The handlers add the actor
 //! and the case to the RPC's span.
+//!
+//! The metrics' `grpc_service` and `grpc_method` labels name only the
+//! methods the server serves (read from the descriptor sets of its
+//! services); any other path counts as `unknown`, so that calls to made-up
+//! paths cannot create new series. `grpc_code` is the canonical code name
+//! (`OK`, `Canceled`, `InvalidArgument`, …) as go-grpc-prometheus writes it.
 
 use std::{
+    collections::HashMap,
     pin::Pin,
+    sync::LazyLock,
     task::{Context, Poll},
     time::Instant,
 };
 
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::{Body, Frame, SizeHint};
+use prost::Message as _;
 use tonic::Code;
 use tower::{Layer, Service};
 use tracing::{Instrument, Span, field::Empty};
@@ -41,11 +50,96 @@ pub struct RpcTelemetry<S> {
 
 const REQUEST_ID: &str = "x-request-id";
 
+/// The `grpc_service` and `grpc_method` of a path the server does not
+/// serve.
+const UNKNOWN: &str = "unknown";
+
+/// The services the server mounts, and the descriptor sets declaring them.
+const SERVICES: &[(&str, &[u8])] = &[
+    (crate::server::SERVICE_NAME, crate::pb::FILE_DESCRIPTOR_SET),
+    (
+        crate::health::pb::health_server::SERVICE_NAME,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+    ),
+    (
+        tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    ),
+    (
+        tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ),
+];
+
+/// Every method served: its path (`/package.Service/Method`) → (service,
+/// method).
+static KNOWN_METHODS: LazyLock<HashMap<String, (String, String)>> = LazyLock::new(|| {
+    let mut known = HashMap::new();
+    for (name, descriptor) in SERVICES {
+        let Ok(set) = prost_types::FileDescriptorSet::decode(*descriptor) else {
+            tracing::error!(service = name, "its descriptor set does not decode");
+            continue;
+        };
+        for file in &set.file {
+            for service in &file.service {
+                let full = match file.package() {
+                    "" => service.name().to_owned(),
+                    package => format!("{package}.{}", service.name()),
+                };
+                if full != *name {
+                    continue;
+                }
+                for method in &service.method {
+                    known.insert(
+                        format!("/{full}/{}", method.name()),
+                        (full.clone(), method.name().to_owned()),
+                    );
+                }
+            }
+        }
+    }
+    known
+});
+
+/// The metric labels of a request path: (`grpc_service`, `grpc_method`) of
+/// a method served, else `unknown` for both.
+pub fn method_labels(path: &str) -> (&'static str, &'static str) {
+    match KNOWN_METHODS.get(path) {
+        Some((service, method)) => (service, method),
+        None => (UNKNOWN, UNKNOWN),
+    }
+}
+
+/// The canonical name of a status code, as go-grpc-prometheus labels it
+/// (`OK`, `Canceled`, …; `Code`'s `Debug` says `Ok`, `Cancelled`).
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
 /// What the log line of one call says.
 struct Call {
     span: Span,
-    service: String,
-    method: String,
+    /// The metric labels (see [`method_labels`]).
+    service: &'static str,
+    method: &'static str,
     started: Instant,
     /// Health checks and reflection are frequent and dull: debug level.
     quiet: bool,
@@ -55,21 +149,22 @@ impl Call {
     /// Writes the line and the metrics.
     fn finish(self, code: Code) {
         let latency = self.started.elapsed();
-        let code_name = format!("{code:?}");
+        // The log keeps `Code`'s own names.
+        let logged = format!("{code:?}");
         let latency_ms = latency.as_secs_f64() * 1000.0;
         let _enter = self.span.enter();
         if self.quiet {
-            tracing::debug!(code = %code_name, latency_ms, "rpc");
+            tracing::debug!(code = %logged, latency_ms, "rpc");
         } else if matches!(code, Code::Internal | Code::Unknown | Code::DataLoss) {
-            tracing::error!(code = %code_name, latency_ms, "rpc");
+            tracing::error!(code = %logged, latency_ms, "rpc");
         } else {
-            tracing::info!(code = %code_name, latency_ms, "rpc");
+            tracing::info!(code = %logged, latency_ms, "rpc");
         }
         metrics::counter!(
             "grpc_server_handled_total",
-            "grpc_service" => self.service.clone(),
-            "grpc_method" => self.method.clone(),
-            "grpc_code" => code_name,
+            "grpc_service" => self.service,
+            "grpc_method" => self.method,
+            "grpc_code" => code_name(code),
         )
         .increment(1);
         metrics::histogram!(
@@ -105,14 +200,10 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let path = request.uri().path().to_owned();
+        let path = request.uri().path();
+        // The log names the method the path names, served or not.
         let method = path.rsplit('/').next().unwrap_or_default().to_owned();
-        let service = path
-            .trim_start_matches('/')
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
+        let (service, method_label) = method_labels(path);
         let request_id = request
             .headers()
             .get(REQUEST_ID)
@@ -139,7 +230,7 @@ where
             span: span.clone(),
             quiet: service.starts_with("grpc."),
             service,
-            method,
+            method: method_label,
             started: Instant::now(),
         };
         let future = self.inner.call(request).instrument(span);
@@ -233,4 +324,71 @@ pub fn record_actor(actor: &str) {
 /// Records the case on the current RPC's log line.
 pub fn record_case(number: &str) {
     Span::current().record("case", number);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_mounted_service_has_its_methods_labelled() {
+        for (service, _) in SERVICES {
+            let methods: Vec<_> = KNOWN_METHODS
+                .values()
+                .filter(|(s, _)| s == service)
+                .collect();
+            assert!(!methods.is_empty(), "{service}: no method known");
+        }
+        assert_eq!(
+            method_labels("/invoicecase.v1.InvoiceCaseService/WatchStateChanges"),
+            ("invoicecase.v1.InvoiceCaseService", "WatchStateChanges")
+        );
+        assert_eq!(
+            method_labels("/grpc.health.v1.Health/Check"),
+            ("grpc.health.v1.Health", "Check")
+        );
+        assert_eq!(
+            method_labels("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"),
+            (
+                "grpc.reflection.v1alpha.ServerReflection",
+                "ServerReflectionInfo"
+            )
+        );
+        for path in [
+            "/invoicecase.v1.InvoiceCaseService/Nope",
+            "/nope.Service/SubmitCase",
+            "/invoicecase.v1.InvoiceCaseService/SubmitCase/extra",
+            "",
+            "/",
+        ] {
+            assert_eq!(method_labels(path), (UNKNOWN, UNKNOWN), "{path}");
+        }
+    }
+
+    #[test]
+    fn codes_have_their_canonical_names() {
+        let names: Vec<_> = (0..=16).map(|c| code_name(Code::from(c))).collect();
+        assert_eq!(
+            names,
+            [
+                "OK",
+                "Canceled",
+                "Unknown",
+                "InvalidArgument",
+                "DeadlineExceeded",
+                "NotFound",
+                "AlreadyExists",
+                "PermissionDenied",
+                "ResourceExhausted",
+                "FailedPrecondition",
+                "Aborted",
+                "OutOfRange",
+                "Unimplemented",
+                "Internal",
+                "Unavailable",
+                "DataLoss",
+                "Unauthenticated",
+            ]
+        );
+    }
 }

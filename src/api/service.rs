@@ -90,7 +90,7 @@ impl InvoiceCaseApi {
             .act(&key, &caller.access, store_request, &meta)
             .await
             .map_err(|e| failed_on_case(e, request.case_id()))?;
-        committed(method, &case.number);
+        committed(&case.number);
         Ok(Response::new(convert::invoice_case(case)))
     }
 }
@@ -102,11 +102,10 @@ fn failed_on_case(error: store::StoreError, case: &str) -> Status {
     status::store(error, case)
 }
 
-/// Logs and counts a committed action (a replayed idempotent one counts
-/// again: the metric counts successful calls).
-fn committed(method: &'static str, case: &str) {
+/// Logs a committed action (the store counts it in
+/// `invoice_cases_transitions_total`, unless it was a replay).
+fn committed(case: &str) {
     telemetry::record_case(case);
-    metrics::counter!("invoice_cases_transitions_total", "action" => method).increment(1);
 }
 
 /// The fields every mutating request carries.
@@ -294,7 +293,7 @@ impl InvoiceCaseService for InvoiceCaseApi {
             .create_case(new, &meta)
             .await
             .map_err(|e| status::store(e, ""))?;
-        committed("CreateInvoiceCase", &case.number);
+        committed(&case.number);
         Ok(Response::new(convert::invoice_case(case)))
     }
 

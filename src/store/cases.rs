@@ -30,7 +30,7 @@ use super::{
     write::{Record, WriteDecision, Written},
 };
 use crate::domain::{
-    self, Case, CaseIdentity, CaseState, Command, Context, LineIdentity, NewCase, NewLine,
+    self, Action, Case, CaseIdentity, CaseState, Command, Context, LineIdentity, NewCase, NewLine,
     Priority,
     case::{case_number, line_number},
 };
@@ -139,6 +139,31 @@ impl Numbers {
 /// between the read and the write, before it gives up (ABORTED).
 const MAX_ATTEMPTS: usize = 100;
 
+/// What the transaction of a mutating call did.
+enum Outcome {
+    /// Wrote this action's decision (and its event).
+    Written(Case, Action),
+    /// Answered a repeated request id with the stored reply: nothing
+    /// written.
+    Replayed(Case),
+}
+
+impl Outcome {
+    /// The case the call answers, once the transaction committed; a
+    /// written action is counted in `invoice_cases_transitions_total`
+    /// under its event's name.
+    fn committed(self) -> Case {
+        match self {
+            Outcome::Written(case, action) => {
+                metrics::counter!("invoice_cases_transitions_total", "action" => action.as_str())
+                    .increment(1);
+                case
+            }
+            Outcome::Replayed(case) => case,
+        }
+    }
+}
+
 /// The server's clock, at the database's precision (microseconds), so that
 /// what is returned equals what is read back.
 fn now() -> DateTime<Utc> {
@@ -154,7 +179,7 @@ impl Store {
             .session(meta.statement_timeout, Mode::ReadWrite)
             .await?;
         let result = self.create_in(&mut session, new, meta).await;
-        let result = session.finish(result).await;
+        let result = session.finish(result).await.map(Outcome::committed);
         self.after_write(result, meta).await
     }
 
@@ -163,7 +188,7 @@ impl Store {
         session: &mut Session,
         new: NewCase,
         meta: &MutationMeta,
-    ) -> Result<Case, StoreError> {
+    ) -> Result<Outcome, StoreError> {
         let line_count = i32::try_from(new.lines.len()).unwrap_or(i32::MAX);
         let mut numbers: Numbers = session
             .row(NewNumbers {
@@ -172,7 +197,7 @@ impl Store {
             })
             .await?;
         if let Some(reply) = numbers.reply() {
-            return replay(reply, meta);
+            return replay(reply, meta).map(Outcome::Replayed);
         }
         let identity = CaseIdentity {
             id: Uuid::now_v7(),
@@ -195,7 +220,7 @@ impl Store {
         session
             .row::<_, Written>(WriteDecision::new(&decision, None, &record)?)
             .await?;
-        Ok(decision.case)
+        Ok(Outcome::Written(decision.case, decision.action))
     }
 
     /// Runs one action on a case: read the case, its lines and any reply
@@ -214,7 +239,7 @@ impl Store {
             .session(meta.statement_timeout, Mode::ReadWrite)
             .await?;
         let result = self.act_in(&mut session, key, access, request, meta).await;
-        let result = session.finish(result).await;
+        let result = session.finish(result).await.map(Outcome::committed);
         match (result, &meta.idempotency) {
             // The request id was taken meanwhile by a call on another case.
             (Err(error), Some(key)) if is_request_id_conflict(&error) => {
@@ -240,7 +265,7 @@ impl Store {
         access: &Access,
         request: Request,
         meta: &MutationMeta,
-    ) -> Result<Case, StoreError> {
+    ) -> Result<Outcome, StoreError> {
         let (id, number) = key_columns(key);
         // A copy of the case this process committed or read recently
         // spares the read; only a committed write trusts it (see
@@ -280,7 +305,7 @@ impl Store {
                         return Err(StoreError::CaseNotFound);
                     };
                     if let Some(reply) = reply.into_iter().next() {
-                        return replay(reply, meta);
+                        return replay(reply, meta).map(Outcome::Replayed);
                     }
                     (std::sync::Arc::new(case), loaded.line_sequence)
                 }
@@ -332,7 +357,7 @@ impl Store {
                 .row(WriteDecision::new(&decision, Some(&case), &record)?)
                 .await?;
             if written.written == 1 {
-                return Ok(decision.case);
+                return Ok(Outcome::Written(decision.case, decision.action));
             }
             // Another action changed the case since it was read.
             self.recent().forget(case.id);

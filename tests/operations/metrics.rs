@@ -2,14 +2,17 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
+use http::uri::PathAndQuery;
+use invoice_cases::pb;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
 use tonic::Code;
+use uuid::Uuid;
 
 use crate::{
-    binary::{Binary, Options},
+    binary::{Binary, Options, channel},
     helpers::*,
     watch_helpers::{open, read_events, watch},
 };
@@ -125,7 +128,357 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     }
 }
 
+/// The sum of the samples of `name` whose labels include `labels` (0 when
+/// there is none).
+fn total(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    find(samples, name, labels).iter().map(|s| s.value).sum()
+}
+
 const SERVICE: &str = "invoicecase.v1.InvoiceCaseService";
+
+/// A server with `/metrics`.
+async fn serve_with_metrics() -> (Binary, SocketAddr) {
+    let database_url = cluster().new_database();
+    let mut options = Options::new(&database_url);
+    options.metrics = true;
+    let server = Binary::start(options).await;
+    let metrics = server.metrics.expect("a metrics address");
+    (server, metrics)
+}
+
+/// Scrapes until `done` holds for the samples (at most 5 s); returns them.
+async fn scrape_until(
+    metrics: SocketAddr,
+    what: &str,
+    done: impl Fn(&[Sample]) -> bool,
+) -> Vec<Sample> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, _, body) = scrape(metrics).await;
+        let samples = parse(&body);
+        if done(&samples) {
+            return samples;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not seen in\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The distinct `(grpc_service, grpc_method)` label pairs of any sample.
+fn method_labels(samples: &[Sample]) -> std::collections::BTreeSet<(String, String)> {
+    samples
+        .iter()
+        .filter_map(|s| {
+            Some((
+                s.labels.get("grpc_service")?.clone(),
+                s.labels.get("grpc_method")?.clone(),
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn calls_to_paths_not_served_count_as_unknown_and_add_no_series() {
+    let (server, metrics) = serve_with_metrics().await;
+    let mut admin = server.admin().await;
+    create(&mut admin, "ACME", 1).await;
+    let (_, _, before) = scrape(metrics).await;
+    let before_samples = parse(&before);
+
+    // Real gRPC calls (HTTP/2 POSTs) with an empty message, no token: half
+    // to made-up services, half to made-up methods of the real service
+    // (which the authentication layer refuses before routing).
+    let mut grpc = tonic::client::Grpc::new(channel(server.addr).await);
+    const CALLS: usize = 100;
+    for i in 0..CALLS {
+        let token = Uuid::new_v4().simple();
+        let path = if i % 2 == 0 {
+            format!("/made.up{token}.Service/Method{token}")
+        } else {
+            format!("/{SERVICE}/Method{token}")
+        };
+        grpc.ready().await.expect("the channel is ready");
+        let status = grpc
+            .unary::<(), (), _>(
+                tonic::Request::new(()),
+                PathAndQuery::try_from(path.as_str()).expect("a path"),
+                tonic_prost::ProstCodec::<(), ()>::default(),
+            )
+            .await
+            .expect_err("a path not served");
+        let expected = if i % 2 == 0 {
+            Code::Unimplemented
+        } else {
+            Code::Unauthenticated
+        };
+        assert_eq!(status.code(), expected, "{path}: {status:?}");
+    }
+
+    let (_, _, after) = scrape(metrics).await;
+    eprintln!("GET /metrics after {CALLS} calls to made-up paths:\n{after}");
+    let samples = parse(&after);
+    let unknown = |code: &str| {
+        value(
+            &samples,
+            "grpc_server_handled_total",
+            &[
+                ("grpc_service", "unknown"),
+                ("grpc_method", "unknown"),
+                ("grpc_code", code),
+            ],
+        )
+    };
+    assert_eq!(unknown("Unimplemented"), (CALLS / 2) as f64);
+    assert_eq!(unknown("Unauthenticated"), (CALLS / 2) as f64);
+    assert_eq!(
+        value(
+            &samples,
+            "grpc_server_handling_seconds_count",
+            &[("grpc_service", "unknown"), ("grpc_method", "unknown")],
+        ),
+        CALLS as f64
+    );
+
+    // The only new method labels are `unknown`: no path leaks into a label.
+    let new: Vec<_> = method_labels(&samples)
+        .difference(&method_labels(&before_samples))
+        .cloned()
+        .collect();
+    assert_eq!(new, [("unknown".to_owned(), "unknown".to_owned())]);
+    assert!(!after.contains("made.up"), "a made-up path is in a label");
+    // Two counter series and one histogram, not a hundred of each.
+    let handled_series = |samples: &[Sample]| find(samples, "grpc_server_handled_total", &[]).len();
+    assert_eq!(
+        handled_series(&samples),
+        handled_series(&before_samples) + 2
+    );
+    let growth = samples.len() - before_samples.len();
+    assert!(
+        growth <= 2 + BUCKET_LINES + 2,
+        "{growth} new samples for {CALLS} calls to made-up paths"
+    );
+}
+
+/// The sample lines of one histogram series: its buckets (with +Inf).
+const BUCKET_LINES: usize = 15;
+
+/// The status code names go-grpc-prometheus uses, by code number.
+const CODE_NAMES: [&str; 17] = [
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+];
+
+#[tokio::test]
+async fn grpc_code_labels_are_the_canonical_code_names() {
+    let (server, metrics) = serve_with_metrics().await;
+    let mut admin = server.admin().await;
+    let case = create(&mut admin, "ACME", 1).await;
+    expect_code(
+        admin.assign_to_me(assign(&case.id)).await,
+        Code::FailedPrecondition,
+    );
+    expect_code(
+        admin
+            .get_invoice_case(pb::GetInvoiceCaseRequest {
+                case_id: "not a case".into(),
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+    let mut anonymous = crate::process::client(server.addr, "not a token").await;
+    expect_code(
+        anonymous
+            .get_invoice_case(pb::GetInvoiceCaseRequest {
+                case_id: case.id.clone(),
+            })
+            .await,
+        Code::Unauthenticated,
+    );
+    // A watch the client gives up: the server counts it cancelled.
+    let mut watcher = server.admin().await;
+    let stream = open(&mut watcher, watch("", "", None)).await;
+    drop(stream);
+    drop(watcher);
+
+    let watch_labels = [
+        ("grpc_service", SERVICE),
+        ("grpc_method", "WatchStateChanges"),
+    ];
+    let samples = scrape_until(metrics, "a cancelled watch", |samples| {
+        !find(samples, "grpc_server_handled_total", &watch_labels).is_empty()
+    })
+    .await;
+    let handled = |method: &str, code: &str| {
+        total(
+            &samples,
+            "grpc_server_handled_total",
+            &[
+                ("grpc_service", SERVICE),
+                ("grpc_method", method),
+                ("grpc_code", code),
+            ],
+        )
+    };
+    assert_eq!(handled("CreateInvoiceCase", "OK"), 1.0);
+    assert_eq!(handled("AssignToMe", "FailedPrecondition"), 1.0);
+    assert_eq!(handled("GetInvoiceCase", "InvalidArgument"), 1.0);
+    assert_eq!(handled("GetInvoiceCase", "Unauthenticated"), 1.0);
+    assert_eq!(handled("WatchStateChanges", "Canceled"), 1.0);
+    for sample in find(&samples, "grpc_server_handled_total", &[]) {
+        let code = sample.labels.get("grpc_code").expect("a grpc_code label");
+        assert!(
+            CODE_NAMES.contains(&code.as_str()),
+            "grpc_code {code:?} is not a canonical code name: {sample:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_metric_family_has_help_and_type() {
+    let (server, metrics) = serve_with_metrics().await;
+    let mut admin = server.admin().await;
+    let mut watcher = server.admin().await;
+    let mut stream = open(&mut watcher, watch("", "", None)).await;
+    create(&mut admin, "ACME", 1).await;
+    read_events(&mut stream, 1).await;
+
+    let (_, _, body) = scrape(metrics).await;
+    eprintln!("GET /metrics:\n{body}");
+    let comment = |kind: &str| -> BTreeMap<String, String> {
+        body.lines()
+            .filter_map(|l| l.strip_prefix(&format!("# {kind} ")))
+            .filter_map(|l| l.split_once(' '))
+            .map(|(name, text)| (name.to_owned(), text.trim().to_owned()))
+            .collect()
+    };
+    let help = comment("HELP");
+    let types = comment("TYPE");
+    let families: std::collections::BTreeSet<String> = parse(&body)
+        .into_iter()
+        .map(|sample| {
+            let name = sample.name;
+            if types.contains_key(&name) {
+                return name;
+            }
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .filter(|base| types.get(*base).map(String::as_str) == Some("histogram"))
+                .map(str::to_owned)
+                .unwrap_or_else(|| panic!("{name}: no # TYPE line"))
+        })
+        .collect();
+    for family in [
+        "grpc_server_handled_total",
+        "grpc_server_handling_seconds",
+        "invoice_cases_transitions_total",
+        "invoice_cases_watch_streams",
+        "invoice_cases_event_delivery_lag_seconds",
+        "invoice_cases_db_pool_connections",
+        "invoice_cases_db_pool_waiting",
+    ] {
+        assert!(families.contains(family), "{family} is not exposed");
+    }
+    for family in families.iter().chain(types.keys()) {
+        let text = help.get(family).map(String::as_str).unwrap_or_default();
+        assert!(!text.is_empty(), "{family}: no # HELP line");
+    }
+}
+
+#[tokio::test]
+async fn transitions_count_committed_actions_once_by_their_event_name() {
+    let (server, metrics) = serve_with_metrics().await;
+    let mut admin = server.admin().await;
+    let transitions = |samples: &[Sample], action: &str| {
+        total(
+            samples,
+            "invoice_cases_transitions_total",
+            &[("action", action)],
+        )
+    };
+
+    // A create, replayed with its request id.
+    let create_request = pb::CreateInvoiceCaseRequest {
+        invoice_case: Some(new_case("ACME", 1)),
+        request_id: Uuid::new_v4().to_string(),
+    };
+    let case = ok(admin.create_invoice_case(create_request.clone()).await);
+    let again = ok(admin.create_invoice_case(create_request).await);
+    assert_eq!(again.id, case.id, "the replay answers the first reply");
+    let (_, _, body) = scrape(metrics).await;
+    let before = parse(&body);
+    assert_eq!(transitions(&before, "CREATE"), 1.0, "{body}");
+    assert_eq!(transitions(&before, "SUBMIT"), 0.0, "{body}");
+
+    // A submit, replayed with its request id, then refused.
+    let submit_request = pb::SubmitCaseRequest {
+        case_id: case.id.clone(),
+        request_id: Uuid::new_v4().to_string(),
+        ..Default::default()
+    };
+    let submitted = ok(admin.submit_case(submit_request.clone()).await);
+    let replayed = ok(admin.submit_case(submit_request).await);
+    assert_eq!(
+        replayed.etag, submitted.etag,
+        "the replay answers the first reply"
+    );
+    expect_code(
+        admin.submit_case(submit(&case.id)).await,
+        Code::FailedPrecondition,
+    );
+
+    let (_, _, body) = scrape(metrics).await;
+    eprintln!("GET /metrics:\n{body}");
+    let after = parse(&body);
+    assert_eq!(
+        transitions(&after, "SUBMIT") - transitions(&before, "SUBMIT"),
+        1.0,
+        "one committed SUBMIT; the replay and the refusal do not count"
+    );
+    assert_eq!(transitions(&after, "CREATE"), 1.0);
+    // The action names of the events, nothing else.
+    for sample in find(&after, "invoice_cases_transitions_total", &[]) {
+        let action = sample.labels.get("action").expect("an action label");
+        assert!(
+            ["CREATE", "SUBMIT"].contains(&action.as_str()),
+            "action {action:?}: {sample:?}"
+        );
+    }
+    // The calls themselves all succeeded, and are counted as calls.
+    assert_eq!(
+        total(
+            &after,
+            "grpc_server_handled_total",
+            &[("grpc_method", "SubmitCase"), ("grpc_code", "OK")]
+        ),
+        2.0
+    );
+    // The history agrees: one SUBMIT event.
+    let events = history(&mut admin, &case.id).await;
+    let submits = events
+        .iter()
+        .filter(|e| e.action() == pb::state_change_event::Action::Submit)
+        .count();
+    assert_eq!(submits, 1);
+}
 
 #[tokio::test]
 async fn the_prometheus_endpoint_counts_calls_transitions_streams_and_connections() {
@@ -166,10 +519,10 @@ async fn the_prometheus_endpoint_counts_calls_transitions_streams_and_connection
             ],
         )
     };
-    assert_eq!(handled("CreateInvoiceCase", "Ok"), 1.0);
-    assert_eq!(handled("SubmitCase", "Ok"), 1.0);
+    assert_eq!(handled("CreateInvoiceCase", "OK"), 1.0);
+    assert_eq!(handled("SubmitCase", "OK"), 1.0);
     assert_eq!(handled("SubmitCase", "FailedPrecondition"), 1.0);
-    assert_eq!(handled("AssignToMe", "Ok"), 1.0);
+    assert_eq!(handled("AssignToMe", "OK"), 1.0);
 
     // The latency histogram of SubmitCase: cumulative buckets up to +Inf.
     let labels = [("grpc_service", SERVICE), ("grpc_method", "SubmitCase")];
@@ -204,7 +557,8 @@ async fn the_prometheus_endpoint_counts_calls_transitions_streams_and_connection
     );
     assert!(value(&samples, "grpc_server_handling_seconds_sum", &labels) > 0.0);
 
-    // Committed actions only (the refused SubmitCase is not one).
+    // Committed actions only (the refused SubmitCase is not one), by the
+    // action names the events carry.
     let transitions = |action: &str| {
         value(
             &samples,
@@ -212,9 +566,9 @@ async fn the_prometheus_endpoint_counts_calls_transitions_streams_and_connection
             &[("action", action)],
         )
     };
-    assert_eq!(transitions("CreateInvoiceCase"), 1.0);
-    assert_eq!(transitions("SubmitCase"), 1.0);
-    assert_eq!(transitions("AssignToMe"), 1.0);
+    assert_eq!(transitions("CREATE"), 1.0);
+    assert_eq!(transitions("SUBMIT"), 1.0);
+    assert_eq!(transitions("ASSIGN_TO_ME"), 1.0);
 
     assert_eq!(
         value(&samples, "invoice_cases_watch_streams", &[]),
