@@ -213,10 +213,11 @@ pub async fn start(settings: ServerSettings) -> anyhow::Result<RunningServer> {
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let (shutdown, shutdown_signal) = oneshot::channel::<()>();
+    // TCP keepalive and TCP_NODELAY: set by the listener on every accepted
+    // socket (the builder's settings do not reach an incoming stream).
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .tcp_keepalive(Some(Duration::from_secs(60)))
         .max_concurrent_streams(Some(settings.limits.max_concurrent_streams))
         .http2_max_header_list_size(settings.limits.max_header_list_bytes);
     if let Some(tls) = &settings.tls {
