@@ -24,7 +24,7 @@ use super::{
     Store, StoreError,
     load::{CaseLineRow, CasesWithLines, PageOrder, cases_of},
     rows::{EventPosition, EventRow, StoredEvent},
-    session::{Mode, Session},
+    session::Mode,
     statement::statement,
 };
 use crate::domain::Case;
@@ -496,7 +496,7 @@ impl Store {
         F: FnMut(Vec<Case>) -> Fut + Send,
         Fut: std::future::Future<Output = bool> + Send,
     {
-        let mut session = Session::repeatable_read(self.conn().await?);
+        let mut session = self.snapshot_session().await?;
         let result = async {
             // The first statement fixes the transaction's snapshot.
             let snapshot: SnapshotRow = session.row(CurrentSnapshot {}).await?;

@@ -25,7 +25,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use super::{
     StoreError,
     recent::RecentCases,
-    session::{Mode, Session},
+    session::{Mode, Session, Watchdog, answer_within},
 };
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
@@ -70,6 +70,7 @@ pub struct Store {
     database_url: String,
     signals: Arc<Signals>,
     recent: Arc<RecentCases>,
+    watchdog: Arc<Watchdog>,
 }
 
 /// What writers tell the event log's readers.
@@ -111,6 +112,7 @@ impl Store {
             database_url: database_url.to_owned(),
             signals: Arc::default(),
             recent: Arc::new(RecentCases::new()),
+            watchdog: Arc::new(Watchdog::new(settings.statement_timeout)),
         })
     }
 
@@ -129,13 +131,37 @@ impl Store {
     }
 
     /// A session on a pooled connection, bounded by `timeout` when given
-    /// (see [`Session`]).
+    /// (see [`Session`]): then waiting for the connection counts too.
     pub(super) async fn session(
         &self,
         timeout: Option<Duration>,
         mode: Mode,
     ) -> Result<Session, StoreError> {
-        Ok(Session::new(self.conn().await?, timeout, mode))
+        let expires = timeout.map(|budget| tokio::time::Instant::now() + answer_within(budget));
+        let conn = match expires {
+            Some(expires) => tokio::time::timeout_at(expires, self.conn())
+                .await
+                .map_err(|_| {
+                    StoreError::Unavailable("no database connection within the deadline".into())
+                })??,
+            None => self.conn().await?,
+        };
+        Ok(Session::new(
+            conn,
+            timeout,
+            mode,
+            expires,
+            self.watchdog.clone(),
+        ))
+    }
+
+    /// A session whose statements share one repeatable-read snapshot
+    /// (see [`Session::repeatable_read`]).
+    pub(super) async fn snapshot_session(&self) -> Result<Session, StoreError> {
+        Ok(Session::repeatable_read(
+            self.conn().await?,
+            self.watchdog.clone(),
+        ))
     }
 
     /// Tells this process's event log reader that an action committed.
@@ -171,11 +197,29 @@ impl Store {
             .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 
-    /// Whether the database answers.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn().await?;
-        diesel::sql_query("SELECT 1").execute(&mut conn).await?;
-        Ok(())
+    /// Whether the database answers within `timeout` (a connection
+    /// included). A connection that did not answer is discarded, not
+    /// returned to the pool.
+    pub async fn ping(&self, timeout: Duration) -> Result<(), StoreError> {
+        let unanswered =
+            || StoreError::Unavailable(format!("the database did not answer within {timeout:?}"));
+        let expires = tokio::time::Instant::now() + timeout;
+        let mut conn = tokio::time::timeout_at(expires, self.conn())
+            .await
+            .map_err(|_| unanswered())??;
+        match tokio::time::timeout_at(expires, diesel::sql_query("SELECT 1").execute(&mut conn))
+            .await
+        {
+            Ok(result) => {
+                result?;
+                self.watchdog.answered();
+                Ok(())
+            }
+            Err(_) => {
+                drop(Object::take(conn));
+                Err(unanswered())
+            }
+        }
     }
 
     /// The URL the pool connects to (holds credentials: do not log it).
