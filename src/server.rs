@@ -175,7 +175,10 @@ pub async fn start(settings: ServerSettings) -> anyhow::Result<RunningServer> {
         tracing::info!(?applied, "migrations applied");
     }
     let store = Store::new(settings.database_url.expose_secret(), &settings.pool)?;
-    store.ping().await.context("cannot reach the database")?;
+    store
+        .ping(settings.pool.wait_timeout)
+        .await
+        .context("cannot reach the database")?;
 
     let listener = TcpListener::bind(settings.listen)
         .await
@@ -213,10 +216,11 @@ pub async fn start(settings: ServerSettings) -> anyhow::Result<RunningServer> {
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let (shutdown, shutdown_signal) = oneshot::channel::<()>();
+    // TCP keepalive and TCP_NODELAY: set by the listener on every accepted
+    // socket (the builder's settings do not reach an incoming stream).
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .tcp_keepalive(Some(Duration::from_secs(60)))
         .max_concurrent_streams(Some(settings.limits.max_concurrent_streams))
         .http2_max_header_list_size(settings.limits.max_header_list_bytes);
     if let Some(tls) = &settings.tls {
@@ -283,10 +287,12 @@ async fn watch_database(store: Store, health: HealthReporter, interval: Duration
     let mut serving = true;
     loop {
         tokio::time::sleep(interval).await;
-        let ok = matches!(
-            tokio::time::timeout(interval.max(Duration::from_secs(1)), store.ping()).await,
-            Ok(Ok(()))
-        );
+        // A database that does not answer at all (a black-holed network)
+        // counts as down once the ping has waited this long.
+        let ok = store
+            .ping(interval.max(Duration::from_secs(1)))
+            .await
+            .is_ok();
         if ok != serving {
             serving = ok;
             if ok {

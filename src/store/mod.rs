@@ -28,7 +28,7 @@ pub use cases::{CaseFilter, CasePage, CasePageKey, Comparison, MutationMeta, Req
 pub use event_log::{EventFilter, LogBounds, LogPage, Shown, StreamPosition};
 pub use events::EventPage;
 pub use idempotency::Idempotency;
-pub use pool::{PoolSettings, Store, run_migrations};
+pub use pool::{PoolSettings, Store, connect, connection_config, run_migrations};
 pub use rows::{EventPosition, StoredEvent};
 
 use crate::domain::DomainError;

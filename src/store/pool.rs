@@ -11,7 +11,7 @@ use std::{
 use tokio::sync::Notify;
 
 use diesel::Connection;
-use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+use diesel_async::SimpleAsyncConnection;
 use diesel_async::{
     AsyncPgConnection, RunQueryDsl,
     async_connection_wrapper::AsyncConnectionWrapper,
@@ -25,7 +25,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use super::{
     StoreError,
     recent::RecentCases,
-    session::{Mode, Session},
+    session::{Mode, Session, Watchdog, answer_within},
 };
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
@@ -70,8 +70,7 @@ pub struct Store {
     database_url: String,
     signals: Arc<Signals>,
     recent: Arc<RecentCases>,
-    /// Each connection's `statement_timeout`.
-    statement_timeout: Duration,
+    watchdog: Arc<Watchdog>,
 }
 
 /// What writers tell the event log's readers.
@@ -113,7 +112,7 @@ impl Store {
             database_url: database_url.to_owned(),
             signals: Arc::default(),
             recent: Arc::new(RecentCases::new()),
-            statement_timeout: settings.statement_timeout,
+            watchdog: Arc::new(Watchdog::new(settings.statement_timeout)),
         })
     }
 
@@ -132,26 +131,36 @@ impl Store {
     }
 
     /// A session on a pooled connection, bounded by `timeout` when given
-    /// (see [`Session`]).
+    /// (see [`Session`]): then waiting for the connection counts too.
     pub(super) async fn session(
         &self,
         timeout: Option<Duration>,
         mode: Mode,
     ) -> Result<Session, StoreError> {
+        let expires = timeout.map(|budget| tokio::time::Instant::now() + answer_within(budget));
+        let conn = match expires {
+            Some(expires) => tokio::time::timeout_at(expires, self.conn())
+                .await
+                .map_err(|_| {
+                    StoreError::Unavailable("no database connection within the deadline".into())
+                })??,
+            None => self.conn().await?,
+        };
         Ok(Session::new(
-            self.conn().await?,
+            conn,
             timeout,
-            self.statement_timeout,
             mode,
+            expires,
+            self.watchdog.clone(),
         ))
     }
 
-    /// A session whose statements share one repeatable-read, read-only
-    /// snapshot (see [`Session::repeatable_read`]).
+    /// A session whose statements share one repeatable-read snapshot
+    /// (see [`Session::repeatable_read`]).
     pub(super) async fn snapshot_session(&self) -> Result<Session, StoreError> {
         Ok(Session::repeatable_read(
             self.conn().await?,
-            self.statement_timeout,
+            self.watchdog.clone(),
         ))
     }
 
@@ -188,11 +197,29 @@ impl Store {
             .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 
-    /// Whether the database answers.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn().await?;
-        diesel::sql_query("SELECT 1").execute(&mut conn).await?;
-        Ok(())
+    /// Whether the database answers within `timeout` (a connection
+    /// included). A connection that did not answer is discarded, not
+    /// returned to the pool.
+    pub async fn ping(&self, timeout: Duration) -> Result<(), StoreError> {
+        let unanswered =
+            || StoreError::Unavailable(format!("the database did not answer within {timeout:?}"));
+        let expires = tokio::time::Instant::now() + timeout;
+        let mut conn = tokio::time::timeout_at(expires, self.conn())
+            .await
+            .map_err(|_| unanswered())??;
+        match tokio::time::timeout_at(expires, diesel::sql_query("SELECT 1").execute(&mut conn))
+            .await
+        {
+            Ok(result) => {
+                result?;
+                self.watchdog.answered();
+                Ok(())
+            }
+            Err(_) => {
+                drop(Object::take(conn));
+                Err(unanswered())
+            }
+        }
     }
 
     /// The URL the pool connects to (holds credentials: do not log it).
@@ -222,7 +249,7 @@ fn build_pool(
     config.custom_setup = Box::new(move |url| {
         let url = url.to_owned();
         Box::pin(async move {
-            let mut conn = AsyncPgConnection::establish(&url).await?;
+            let mut conn = connect(&url).await?;
             // No JIT: every statement here is short, and a plan whose
             // estimate crosses `jit_above_cost` would spend tens of
             // milliseconds compiling on every execution.
@@ -248,6 +275,67 @@ fn build_pool(
         .map_err(|e| StoreError::Unavailable(e.to_string()))
 }
 
+/// Upper bound on opening a TCP connection to the database, unless the
+/// URL sets `connect_timeout`.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle time before the first TCP keepalive probe, unless the URL sets
+/// `keepalives_idle`.
+pub const KEEPALIVES_IDLE: Duration = Duration::from_secs(10);
+/// Time between keepalive probes, unless the URL sets `keepalives_interval`.
+pub const KEEPALIVES_INTERVAL: Duration = Duration::from_secs(5);
+/// Unanswered probes before the connection is dropped, unless the URL sets
+/// `keepalives_retries`.
+pub const KEEPALIVES_RETRIES: u32 = 3;
+/// Longest time sent data may stay unacknowledged (`TCP_USER_TIMEOUT`)
+/// before the kernel drops the connection, unless the URL sets
+/// `tcp_user_timeout` (in seconds for this driver, not libpq's
+/// milliseconds).
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// tokio-postgres's default `keepalives_idle`: a URL that leaves it at that
+/// gets [`KEEPALIVES_IDLE`].
+const DRIVER_KEEPALIVES_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
+
+/// The connection settings of `database_url` (a URL or libpq key=value
+/// string), with what makes a dead database noticed — connect timeout,
+/// TCP keepalive, `TCP_USER_TIMEOUT` — wherever the URL leaves them unset
+/// (`keepalives=0` in the URL turns keepalive off).
+pub fn connection_config(
+    database_url: &str,
+) -> Result<tokio_postgres::Config, diesel::ConnectionError> {
+    let mut config: tokio_postgres::Config =
+        database_url.parse().map_err(|e: tokio_postgres::Error| {
+            diesel::ConnectionError::InvalidConnectionUrl(e.to_string())
+        })?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
+    if config.get_keepalives_idle() == DRIVER_KEEPALIVES_IDLE {
+        config.keepalives_idle(KEEPALIVES_IDLE);
+    }
+    if config.get_keepalives_interval().is_none() {
+        config.keepalives_interval(KEEPALIVES_INTERVAL);
+    }
+    if config.get_keepalives_retries().is_none() {
+        config.keepalives_retries(KEEPALIVES_RETRIES);
+    }
+    Ok(config)
+}
+
+/// A connection to `database_url` with [`connection_config`]'s settings
+/// (no TLS, as diesel-async's own `establish`).
+pub async fn connect(database_url: &str) -> diesel::ConnectionResult<AsyncPgConnection> {
+    let config = connection_config(database_url)?;
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
+    AsyncPgConnection::try_from_client_and_connection(client, connection).await
+}
+
 /// Runs the pending migrations, holding an advisory lock so that replicas
 /// starting together do not race. Runs on a blocking thread: diesel's
 /// migration harness is synchronous.
@@ -266,4 +354,45 @@ pub async fn run_migrations(database_url: &str) -> anyhow::Result<Vec<String>> {
         applied
     })
     .await?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_notice_a_dead_database_by_default() {
+        let config = connection_config("postgres://u:p@127.0.0.1:5432/db").expect("a URL");
+        assert_eq!(config.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+        assert_eq!(config.get_tcp_user_timeout(), Some(&TCP_USER_TIMEOUT));
+        assert!(config.get_keepalives());
+        assert_eq!(config.get_keepalives_idle(), KEEPALIVES_IDLE);
+        assert_eq!(config.get_keepalives_interval(), Some(KEEPALIVES_INTERVAL));
+        assert_eq!(config.get_keepalives_retries(), Some(KEEPALIVES_RETRIES));
+    }
+
+    #[test]
+    fn the_url_wins() {
+        let config = connection_config(
+            "postgres://u:p@127.0.0.1:5432/db?connect_timeout=2&tcp_user_timeout=30\
+             &keepalives_idle=60&keepalives_interval=7&keepalives_retries=9",
+        )
+        .expect("a URL");
+        assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(2)));
+        assert_eq!(
+            config.get_tcp_user_timeout(),
+            Some(&Duration::from_secs(30))
+        );
+        assert_eq!(config.get_keepalives_idle(), Duration::from_secs(60));
+        assert_eq!(
+            config.get_keepalives_interval(),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(config.get_keepalives_retries(), Some(9));
+
+        let off = connection_config("host=127.0.0.1 user=u dbname=db keepalives=0")
+            .expect("key=value settings");
+        assert!(!off.get_keepalives());
+        assert!(connection_config("postgres://u@h/db?connect_timeout=soon").is_err());
+    }
 }

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use diesel_async::{AsyncConnection, AsyncPgConnection};
+use diesel_async::AsyncPgConnection;
 use futures::StreamExt;
 use tokio::{
     sync::{Notify, broadcast, watch},
@@ -316,7 +316,7 @@ async fn listen(shared: Arc<Shared>, database_url: String, wake: Arc<Notify>) {
     let mut backoff = Backoff::default();
     let mut shutdown = shared.shutdown.clone();
     loop {
-        match AsyncPgConnection::establish(&database_url).await {
+        match crate::store::connect(&database_url).await {
             Ok(mut conn) => {
                 let listen = diesel::sql_query(format!("LISTEN {CHANNEL}"));
                 match diesel_async::RunQueryDsl::execute(listen, &mut conn).await {

@@ -1,7 +1,7 @@
 //! Operations tests: configuration, logs, metrics, graceful shutdown, a
-//! database outage, crash recovery of the embedded default, transport and
-//! the README's state diagram, mostly against the real `invoice-cases`
-//! binary with its stderr captured.
+//! database outage, a black-holed database, crash recovery of the embedded
+//! default, transport and the README's state diagram, mostly against the
+//! real `invoice-cases` binary with its stderr captured.
 
 #[path = "../api/helpers.rs"]
 mod helpers;
@@ -13,6 +13,7 @@ mod process;
 mod watch_helpers;
 
 mod binary;
+mod blackhole;
 mod config;
 mod logs;
 mod metrics;

@@ -1,8 +1,9 @@
 //! Transport: gzip both ways.
 //!
-//! HTTP/2 keepalive (server.rs: pings every 30 s, 10 s timeout, TCP
-//! keepalive 60 s) is not tested: observing it takes over a minute of idle
-//! connection.
+//! HTTP/2 keepalive (server.rs: pings every 30 s, 10 s timeout) is not
+//! tested: observing it takes over a minute of idle connection. TCP
+//! keepalive on accepted sockets is checked by listener.rs's unit test (the
+//! socket options of a really accepted connection).
 
 use invoice_cases::pb;
 use tonic::codec::CompressionEncoding;
