@@ -424,3 +424,108 @@ async fn a_client_that_leaves_frees_its_stream_within_seconds() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The longest any transaction of the service that prunes events has been
+/// open, sampled until `done`.
+async fn longest_prune_transaction(
+    database_url: String,
+    done: tokio::sync::watch::Receiver<bool>,
+) -> Duration {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+    #[derive(diesel::QueryableByName)]
+    struct Age {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Double>)]
+        seconds: Option<f64>,
+    }
+    let mut conn = AsyncPgConnection::establish(&database_url)
+        .await
+        .expect("a raw connection");
+    let mut longest = Duration::ZERO;
+    while !*done.borrow() {
+        let age: Age = diesel::sql_query(
+            "SELECT max(extract(epoch FROM clock_timestamp() - xact_start))::float8 AS seconds \
+             FROM pg_stat_activity \
+             WHERE datname = current_database() AND query LIKE '%DELETE FROM case_events%' \
+               AND pid <> pg_backend_pid() AND xact_start IS NOT NULL",
+        )
+        .get_result(&mut conn)
+        .await
+        .expect("read pg_stat_activity");
+        if let Some(seconds) = age.seconds {
+            longest = longest.max(Duration::from_secs_f64(seconds.max(0.0)));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    longest
+}
+
+/// Pruning a long history (one DELETE of 300 000 events holds every
+/// stream's horizon for most of a second here) goes in batches, each its
+/// own short transaction, and streams keep delivering meanwhile.
+#[tokio::test]
+async fn pruning_a_long_history_runs_in_short_transactions_while_streams_go_on() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+    const OLD_EVENTS: i64 = 300_000;
+    let app = spawn_app().await;
+    let mut admin = app.admin().await;
+    // A month-old history, first in the stream order (events outlive their
+    // cases: no reference to check).
+    {
+        let mut conn = AsyncPgConnection::establish(&app.database_url)
+            .await
+            .expect("a raw connection");
+        diesel::sql_query(format!(
+            "INSERT INTO case_events \
+                 (case_id, case_number, account_id, action, actor, occur_time, etag, changes) \
+             SELECT gen_random_uuid(), 'INVCS0000001', 'OLD', 'CREATE', 'someone', \
+                    now() - interval '30 days', 'e', \
+                    '[{{\"entity\": \"CASE\", \"from\": \"\", \"to\": \"DRAFT\"}}]' \
+             FROM generate_series(1, {OLD_EVENTS})"
+        ))
+        .execute(&mut conn)
+        .await
+        .expect("insert an old history");
+    }
+    let mut stream = open(&mut admin, watch("", "", None)).await;
+    let _ = read_until_progress(&mut stream, 1).await;
+
+    let store = Store::new(&app.database_url, &PoolSettings::default()).expect("store");
+    let (done_tx, done) = tokio::sync::watch::channel(false);
+    let sampler = tokio::spawn(longest_prune_transaction(app.database_url.clone(), done));
+    let pruning = tokio::spawn(async move {
+        let cutoff = chrono::Utc::now() - chrono::Duration::days(1);
+        let started = tokio::time::Instant::now();
+        let mut pruned = 0;
+        // Another test's transaction on the same server may hold the
+        // horizon below the history for a moment.
+        while pruned < OLD_EVENTS as usize && started.elapsed() < Duration::from_secs(120) {
+            pruned += store.prune_events(cutoff, 1000).await.expect("prune");
+        }
+        (pruned, started.elapsed())
+    });
+    // The stream keeps delivering while the history goes.
+    let mut delivered = 0;
+    while !pruning.is_finished() {
+        let case = create(&mut admin, "ACME", 1).await;
+        let events = tokio::time::timeout(Duration::from_secs(20), read_events(&mut stream, 1))
+            .await
+            .expect("an event while pruning");
+        assert_eq!(events[0].case_id, case.id);
+        delivered += 1;
+    }
+    let (pruned, took) = pruning.await.expect("the pruning task");
+    done_tx.send_replace(true);
+    let longest = sampler.await.expect("the sampler");
+    eprintln!(
+        "pruned {pruned} events in {took:?}; longest pruning transaction {longest:?}; \
+         {delivered} events delivered meanwhile"
+    );
+    assert_eq!(pruned, OLD_EVENTS as usize);
+    assert!(
+        longest < Duration::from_millis(300),
+        "a pruning transaction stayed open {longest:?} (holding every stream's horizon)"
+    );
+    assert!(delivered >= 1);
+}
