@@ -13,7 +13,10 @@ use tonic::{Code, Status, Streaming};
 use tonic_types::StatusExt;
 
 use crate::{
-    helpers::{TestApp, cluster, create, lock_table, settings, spawn_app, spawn_app_with, submit},
+    helpers::{
+        TestApp, authorized, cluster, create, lock_table, settings, spawn_app, spawn_app_with,
+        submit,
+    },
     limits::RowLock,
 };
 
@@ -233,4 +236,103 @@ async fn the_stream_limit_refuses_before_any_database_work() {
     );
     cases_lock.end("ROLLBACK").await;
     drop(streams);
+}
+
+/// Service connections of this database inside a transaction that waits
+/// for its client (a snapshot whose stream is not read).
+async fn idle_in_transaction(database_url: &str) -> i64 {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut conn = AsyncPgConnection::establish(database_url)
+        .await
+        .expect("a raw connection");
+    let count: Count = diesel::sql_query(
+        "SELECT count(*) AS n FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'invoice-cases' \
+           AND state = 'idle in transaction'",
+    )
+    .get_result(&mut conn)
+    .await
+    .expect("read pg_stat_activity");
+    count.n
+}
+
+#[tokio::test]
+async fn unread_snapshot_streams_cannot_take_the_connections_calls_need() {
+    let app = spawn_app().await;
+    let mut admin = app.admin().await;
+    // Snapshots far larger than a stream's buffer and HTTP/2 window.
+    let mut cases = Vec::new();
+    for _ in 0..60 {
+        cases.push(create(&mut admin, "ACME", 50).await);
+    }
+    let viewer = app.token("viewer", &["viewer"], None);
+    let mut unread = Vec::new();
+    for _ in 0..16 {
+        // HTTP/2's own small windows (hyper's client default is 2 MiB per
+        // stream), so that the server cannot send more than a few messages
+        // ahead of a client that does not read.
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
+            .expect("uri")
+            .initial_stream_window_size(Some(65_535))
+            .initial_connection_window_size(Some(65_535))
+            .connect()
+            .await
+            .expect("connect");
+        let mut client = authorized(channel, &viewer);
+        let stream = client
+            .watch_state_changes(watch("", Some(Start::WithSnapshot(true))))
+            .await
+            .expect("a snapshot watch")
+            .into_inner();
+        unread.push((client, stream));
+    }
+    // The streams' own connections are all taken by snapshots nobody reads.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut held = 0;
+    while Instant::now() < deadline {
+        held = idle_in_transaction(&app.database_url).await;
+        if held >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(held >= 4, "only {held} snapshots hold a connection");
+
+    // Calls are served as usual meanwhile.
+    for case in cases.iter().take(20) {
+        let started = Instant::now();
+        let got = admin
+            .get_invoice_case(pb::GetInvoiceCaseRequest {
+                case_id: case.id.clone(),
+            })
+            .await
+            .expect("a read while snapshots are unread")
+            .into_inner();
+        assert_eq!(got.id, case.id);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a read took {:?}",
+            started.elapsed()
+        );
+    }
+    let listed = admin
+        .list_invoice_cases(pb::ListInvoiceCasesRequest::default())
+        .await
+        .expect("a list while snapshots are unread")
+        .into_inner();
+    assert!(!listed.invoice_cases.is_empty());
+    let created = create(&mut admin, "ACME", 1).await;
+    let submitted = admin
+        .submit_case(submit(&created.id))
+        .await
+        .expect("a write while snapshots are unread")
+        .into_inner();
+    assert_eq!(submitted.state(), pb::invoice_case::State::New);
+    drop(unread);
 }
