@@ -94,3 +94,58 @@ async fn a_readme_that_differs_fails_with_what_to_update() {
     let unmarked = compare("# no markers", &generated).expect_err("no markers");
     assert!(unmarked.contains(BEGIN), "{unmarked}");
 }
+
+/// The flags of `serve --help` that the README's configuration table does
+/// not list.
+fn undocumented_flags(readme: &str, help: &str) -> Vec<String> {
+    let table = readme
+        .split_once("## Configuration")
+        .map(|(_, rest)| rest.split_once("\n## ").map_or(rest, |(table, _)| table))
+        .unwrap_or_default();
+    let mut missing: Vec<String> = help
+        .lines()
+        .filter_map(|line| {
+            // An option's line starts with it (after a short form).
+            let at = line.find("--")?;
+            let before = line[..at].trim();
+            if !(before.is_empty() || (before.starts_with('-') && before.ends_with(','))) {
+                return None;
+            }
+            let name: String = line[at..]
+                .chars()
+                .take_while(|c| *c == '-' || c.is_ascii_alphanumeric())
+                .collect();
+            Some(name)
+        })
+        .filter(|flag| flag.len() > 2 && !matches!(flag.as_str(), "--help" | "--version"))
+        .filter(|flag| !table.contains(&format!("`{flag}`")))
+        .collect();
+    missing.sort();
+    missing.dedup();
+    missing
+}
+
+#[tokio::test]
+async fn every_serve_setting_is_in_the_readme_configuration_table() {
+    let output = tokio::process::Command::new(crate::binary::BIN)
+        .args(["serve", "--help"])
+        .output()
+        .await
+        .expect("run invoice-cases serve --help");
+    assert!(output.status.success(), "serve --help failed");
+    let help = String::from_utf8(output.stdout).expect("utf-8");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+    let readme = std::fs::read_to_string(path).expect("read README.md");
+    assert!(help.contains("--listen"), "{help}");
+    let missing = undocumented_flags(&readme, &help);
+    assert!(
+        missing.is_empty(),
+        "settings of `invoice-cases serve --help` missing from README's configuration table: {missing:?}"
+    );
+    // And the check finds a missing one.
+    let without = readme.replace("`--db-stream-pool-size`", "`--db-stream-pool`");
+    assert_eq!(
+        undocumented_flags(&without, &help),
+        ["--db-stream-pool-size"]
+    );
+}
