@@ -196,7 +196,9 @@ pub async fn start(settings: ServerSettings) -> anyhow::Result<RunningServer> {
         store.for_streams(),
         settings.database_url.expose_secret().to_owned(),
         settings.watch.clone(),
-    );
+    )
+    .await
+    .context("cannot read the event log")?;
     let auth = Authenticator::new(settings.keys.clone());
     let api = InvoiceCaseApi::new(store.clone(), auth.clone(), watch.clone());
     let service = InvoiceCaseRoutes::new(

@@ -66,11 +66,17 @@ pub struct WatchHub {
 
 impl WatchHub {
     /// Starts the reader and its listener; returns the hub and their tasks.
-    pub fn start(
+    ///
+    /// The reader's first position, the log's horizon, is read before any
+    /// stream can subscribe: a stream's own catch-up then always reads a
+    /// horizon at least as new, so every event is either read by the
+    /// stream or published by the reader after the stream subscribed.
+    pub async fn start(
         store: Store,
         database_url: String,
         settings: WatchSettings,
-    ) -> (Self, Vec<JoinHandle<()>>) {
+    ) -> Result<(Self, Vec<JoinHandle<()>>), crate::store::StoreError> {
+        let start = store.log_bounds().await?.horizon;
         let (ring, _) = broadcast::channel(settings.ring_capacity.max(16));
         let (shutdown_tx, shutdown) = watch::channel(false);
         let wake = Arc::new(Notify::new());
@@ -83,16 +89,16 @@ impl WatchHub {
             streams: AtomicUsize::new(0),
         });
         let tasks = vec![
-            tokio::spawn(read_log(shared.clone(), wake.clone())),
+            tokio::spawn(read_log(shared.clone(), wake.clone(), start)),
             tokio::spawn(listen(shared.clone(), database_url, wake)),
         ];
-        (
+        Ok((
             WatchHub {
                 shared,
                 shutdown: Arc::new(shutdown_tx),
             },
             tasks,
-        )
+        ))
     }
 
     /// Ends every stream with UNAVAILABLE and the cursor to resume from.
@@ -208,19 +214,11 @@ impl Drop for StreamGuard {
 /// horizon, and moves there: a stream that starts later catches up from
 /// the database by its own position, which is never behind the horizon the
 /// reader moved to before the stream subscribed.
-async fn read_log(shared: Arc<Shared>, wake: Arc<Notify>) {
+async fn read_log(shared: Arc<Shared>, wake: Arc<Notify>, start: EventPosition) {
     let settings = &shared.settings;
     let mut shutdown = shared.shutdown.clone();
     let mut backoff = Backoff::default();
-    let mut position = loop {
-        match shared.store.log_bounds().await {
-            Ok(bounds) => break bounds.horizon,
-            Err(e) => {
-                tracing::warn!(error = %e, "watch reader cannot read the log horizon");
-                tokio::time::sleep(backoff.next()).await;
-            }
-        }
-    };
+    let mut position = start;
     let mut next_poll = tokio::time::Instant::now() + settings.poll_interval;
     loop {
         // Commits of this process matter only while a stream listens (a
