@@ -5,6 +5,7 @@ pub mod api;
 pub mod auth;
 pub mod codec;
 pub mod config;
+pub mod convert;
 pub mod domain;
 pub mod drain;
 pub mod embedded;

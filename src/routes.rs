@@ -18,10 +18,11 @@ use tonic::{
 use tower::Service;
 
 use crate::{
+    api::EncodedStream,
     api::InvoiceCaseApi,
     codec::ValidatingCodec,
     pb::{self, invoice_case_service_server::InvoiceCaseServiceServer},
-    watch::{Encoded, EncodedStream},
+    watch::Encoded,
 };
 
 /// The method served here rather than by the generated service.

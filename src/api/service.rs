@@ -7,14 +7,16 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
-use super::{convert, filter, paging, requests, requests::Violations, status};
+use super::{EncodedStream, WatchStream, filter, paging, requests, requests::Violations, status};
 use crate::{
     auth::{AuthError, Authenticator, Caller, Permission},
+    convert,
     domain::Command,
+    domain::values::{MAX_IDENTIFIER, identifier},
     pb::{self, invoice_case_service_server::InvoiceCaseService},
     store::{self, CaseKey, Idempotency, MutationMeta, Store},
     telemetry,
-    watch::{EncodedStream, WatchHub, WatchStream},
+    watch::{WatchHub, WatchSpec, WatchStart},
 };
 
 /// The gRPC service.
@@ -35,16 +37,56 @@ impl InvoiceCaseApi {
         &self,
         request: Request<pb::WatchStateChangesRequest>,
     ) -> Result<Response<EncodedStream>, Status> {
+        use futures::StreamExt;
+        use pb::watch_state_changes_request::Start;
+
         let caller = self.authorize(&request, Permission::Read)?;
         let request = request.into_inner();
-        if !request.case_id.is_empty() {
+        let mut v = Violations::default();
+        let case = if request.case_id.is_empty() {
+            None
+        } else {
             // Named in the log only when it is one: never an unbounded echo.
-            let key = requests::case_key(&request.case_id)
-                .map_err(|e| status::invalid_field("case_id", e))?;
-            telemetry::record_case(&key.to_string());
-        }
-        let stream = self.watch.subscribe(caller, request).await?;
-        Ok(Response::new(stream))
+            let key = v.check("case_id", requests::case_key(&request.case_id));
+            if let Some(key) = &key {
+                telemetry::record_case(&key.to_string());
+            }
+            Some(key)
+        };
+        let account_id = if request.account_id.is_empty() {
+            None
+        } else {
+            Some(v.check(
+                "account_id",
+                identifier(&request.account_id, MAX_IDENTIFIER),
+            ))
+        };
+        let start = match request.start {
+            None | Some(Start::FromBeginning(false) | Start::WithSnapshot(false)) => {
+                WatchStart::Now
+            }
+            Some(Start::FromBeginning(true)) => WatchStart::FromBeginning,
+            Some(Start::WithSnapshot(true)) => WatchStart::WithSnapshot,
+            Some(Start::AfterCursor(cursor)) => WatchStart::AfterCursor(cursor),
+        };
+        let spec = v
+            .finish((|| {
+                Some(WatchSpec {
+                    case: case.map(|key| key.ok_or(())).transpose().ok()?,
+                    account_id: account_id.map(|a| a.ok_or(())).transpose().ok()?,
+                    start,
+                })
+            })())
+            .map_err(status::invalid_argument)?;
+        let case_id = request.case_id;
+        let stream = self
+            .watch
+            .subscribe(&caller.access, caller.valid_until, spec)
+            .await
+            .map_err(|e| status::watch(e, &case_id))?;
+        Ok(Response::new(Box::pin(
+            stream.map(|item| item.map_err(|e| status::watch(e, ""))),
+        )))
     }
 
     /// The caller the authentication layer found (or, when the service

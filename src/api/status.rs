@@ -15,6 +15,7 @@ use crate::{
     auth::AuthError,
     domain::{Action, CaseState, DomainError, Violation},
     store::StoreError,
+    watch::{Interruption, WatchError},
 };
 
 /// The `ErrorInfo.domain` of this service's errors.
@@ -135,6 +136,71 @@ pub fn store(error: StoreError, case: &str) -> Status {
         ),
         StoreError::Corrupt(cause) => internal(&cause),
         StoreError::Database(cause) => internal(&cause),
+    }
+}
+
+/// Maps a watch's refusal or end; `case` is the case the request named.
+pub fn watch(error: WatchError, case: &str) -> Status {
+    let with_cursor = |code: Code, reason: &str, message: String, cursor: String| {
+        Status::with_error_details(
+            code,
+            message,
+            ErrorDetails::with_error_info(
+                reason,
+                ERROR_DOMAIN,
+                HashMap::from([("cursor".to_owned(), cursor)]),
+            ),
+        )
+    };
+    match error {
+        WatchError::TooManyStreams => Status::resource_exhausted(
+            "too many watch streams on this server; retry later or on another replica",
+        ),
+        WatchError::InvalidCursor(why) => invalid_field("after_cursor", why),
+        WatchError::CursorExpired { oldest } => Status::with_error_details(
+            Code::FailedPrecondition,
+            "the cursor is older than the retained event history; \
+             read the current state again with with_snapshot",
+            ErrorDetails::with_error_info(
+                "CURSOR_EXPIRED",
+                ERROR_DOMAIN,
+                HashMap::from([
+                    ("oldestCursor".to_owned(), oldest),
+                    ("resumeWith".to_owned(), "with_snapshot".to_owned()),
+                ]),
+            ),
+        ),
+        WatchError::Store(error) => store(error, case),
+        WatchError::Interrupted { reason, cursor } => {
+            let (reason, why) = match reason {
+                Interruption::ShuttingDown => (SERVER_SHUTTING_DOWN, "the server is shutting down"),
+                Interruption::DatabaseUnavailable => {
+                    ("DATABASE_UNAVAILABLE", "the database is unavailable")
+                }
+            };
+            with_cursor(
+                Code::Unavailable,
+                reason,
+                format!("{why}; resume with after_cursor = {cursor}"),
+                cursor,
+            )
+        }
+        WatchError::TokenExpired { cursor } => with_cursor(
+            Code::Unauthenticated,
+            "TOKEN_EXPIRED",
+            format!("the token expired; resume with after_cursor = {cursor} and a fresh token"),
+            cursor,
+        ),
+        WatchError::SnapshotNotRead => Status::with_error_details(
+            Code::ResourceExhausted,
+            "the client did not read the snapshot in time; start the watch again",
+            ErrorDetails::with_error_info("SNAPSHOT_NOT_READ", ERROR_DOMAIN, HashMap::new()),
+        ),
+        WatchError::SnapshotFailed => Status::with_error_details(
+            Code::Unavailable,
+            "the snapshot could not be read; start the watch again",
+            ErrorDetails::with_error_info("SNAPSHOT_FAILED", ERROR_DOMAIN, HashMap::new()),
+        ),
     }
 }
 

@@ -6,7 +6,7 @@ use std::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Duration,
+    time::SystemTime,
 };
 
 use diesel_async::AsyncPgConnection;
@@ -15,47 +15,22 @@ use tokio::{
     sync::{Notify, broadcast, watch},
     task::JoinHandle,
 };
-use tonic::Status;
-use uuid::Uuid;
 
-use super::{EncodedStream, WatchSettings, cursor, encoded::Encoded, response, subscriber};
+use super::{
+    WatchError, WatchEvents, WatchSettings, WatchSpec, WatchStart, cursor,
+    encoded::Encoded,
+    response,
+    shared::{Backoff, Published, Shared, shut_down},
+    subscriber,
+};
 use crate::{
-    api::{event_message, status},
-    auth::Caller,
-    domain::values::{MAX_IDENTIFIER, identifier},
-    pb::{self, watch_state_changes_request::Start, watch_state_changes_response::Kind},
-    store::{EventFilter, EventPosition, Store, StreamPosition},
+    convert,
+    pb::{self, watch_state_changes_response::Kind},
+    store::{Access, EventFilter, EventPosition, Store, StreamPosition},
 };
 
 /// The notification channel the `case_events` trigger notifies.
 const CHANNEL: &str = "invoice_case_events";
-
-/// What the reader publishes, in stream order.
-#[derive(Debug)]
-#[allow(clippy::large_enum_variant)] // published behind an Arc: never moved by value
-pub(super) enum Published {
-    /// A committed event, converted and encoded once for every
-    /// subscriber.
-    Event {
-        position: EventPosition,
-        case_id: Uuid,
-        account_id: String,
-        message: pb::StateChangeEvent,
-        encoded: Encoded,
-    },
-    /// Every event before this position has been published.
-    Horizon(EventPosition),
-}
-
-pub(super) struct Shared {
-    pub store: Store,
-    /// Wakes the reader (a notification, a new stream).
-    pub wake: Arc<Notify>,
-    pub settings: WatchSettings,
-    pub ring: broadcast::Sender<Arc<Published>>,
-    pub shutdown: watch::Receiver<bool>,
-    pub streams: AtomicUsize,
-}
 
 /// Hands committed events to this process's subscribers.
 #[derive(Clone)]
@@ -111,12 +86,14 @@ impl WatchHub {
         self.shared.streams.load(Ordering::Relaxed)
     }
 
-    /// Checks a watch request and starts its stream.
+    /// Starts the stream `spec` asks for, for a caller with `access` whose
+    /// token is valid until `valid_until` (the stream ends then).
     pub async fn subscribe(
         &self,
-        caller: Caller,
-        request: pb::WatchStateChangesRequest,
-    ) -> Result<EncodedStream, Status> {
+        access: &Access,
+        valid_until: SystemTime,
+        spec: WatchSpec,
+    ) -> Result<WatchEvents, WatchError> {
         // Counted before any database work: a refusal costs nothing, and
         // the count includes streams still opening.
         let open = self.shared.streams.fetch_add(1, Ordering::Relaxed);
@@ -124,39 +101,28 @@ impl WatchHub {
         let guard = StreamGuard(self.shared.clone());
         if open >= self.shared.settings.max_streams {
             drop(guard);
-            return Err(Status::resource_exhausted(
-                "too many watch streams on this server; retry later or on another replica",
-            ));
+            return Err(WatchError::TooManyStreams);
         }
         let store = &self.shared.store;
         let mut filter = EventFilter {
             case_id: None,
-            account_id: None,
-            accounts: caller.access.accounts.clone(),
+            account_id: spec.account_id,
+            accounts: access.accounts.clone(),
         };
-        if !request.case_id.is_empty() {
-            let key = crate::api::case_key(&request.case_id)
-                .map_err(|e| status::invalid_field("case_id", e))?;
+        if let Some(key) = &spec.case {
             let (id, _) = store
-                .find_case(&key, &caller.access)
+                .find_case(key, access)
                 .await
-                .map_err(|e| status::store(e, &request.case_id))?;
+                .map_err(WatchError::Store)?;
             filter.case_id = Some(id);
         }
-        if !request.account_id.is_empty() {
-            let account = identifier(&request.account_id, MAX_IDENTIFIER)
-                .map_err(|e| status::invalid_field("account_id", e))?;
-            filter.account_id = Some(account);
-        }
-        let db_error = |e| status::store(e, &request.case_id);
-        let start = match request.start {
-            None | Some(Start::FromBeginning(false) | Start::WithSnapshot(false)) => {
-                subscriber::Start::At(store.stream_now().await.map_err(db_error)?)
+        let start = match spec.start {
+            WatchStart::Now => {
+                subscriber::Start::At(store.stream_now().await.map_err(WatchError::Store)?)
             }
-            Some(Start::AfterCursor(text)) => {
-                let position =
-                    cursor::decode(&text).map_err(|e| status::invalid_field("after_cursor", e))?;
-                let bounds = store.log_bounds().await.map_err(db_error)?;
+            WatchStart::AfterCursor(text) => {
+                let position = cursor::decode(&text).map_err(WatchError::InvalidCursor)?;
+                let bounds = store.log_bounds().await.map_err(WatchError::Store)?;
                 // Cursors between the horizon and the end are fine (a
                 // snapshot's marker, an event whose older neighbours are
                 // still in flight): the stream waits for the horizon.
@@ -167,26 +133,27 @@ impl WatchHub {
                         .as_ref()
                         .is_some_and(|shown| shown.xmax > bounds.next.txid)
                 {
-                    return Err(status::invalid_field(
-                        "after_cursor",
-                        "is ahead of the event log: not a cursor of this service's database",
+                    return Err(WatchError::InvalidCursor(
+                        "is ahead of the event log: not a cursor of this service's database".into(),
                     ));
                 }
                 if position.after < bounds.pruned_through {
-                    return Err(subscriber::cursor_expired(bounds.pruned_through));
+                    return Err(WatchError::CursorExpired {
+                        oldest: cursor::encode_event(bounds.pruned_through),
+                    });
                 }
                 subscriber::Start::At(position)
             }
-            Some(Start::FromBeginning(true)) => {
-                let bounds = store.log_bounds().await.map_err(db_error)?;
+            WatchStart::FromBeginning => {
+                let bounds = store.log_bounds().await.map_err(WatchError::Store)?;
                 subscriber::Start::At(StreamPosition::at(bounds.pruned_through))
             }
-            Some(Start::WithSnapshot(true)) => subscriber::Start::Snapshot,
+            WatchStart::WithSnapshot => subscriber::Start::Snapshot,
         };
         let settings = &self.shared.settings;
         let (outlet, stream) = response::channel(settings.subscriber_buffer);
         let shared = self.shared.clone();
-        let expires = expiry(caller.valid_until);
+        let expires = expiry(valid_until);
         tokio::spawn(async move {
             let _guard = guard;
             subscriber::run(shared, filter, start, expires, outlet).await;
@@ -275,7 +242,7 @@ async fn read_log(shared: Arc<Shared>, wake: Arc<Notify>, start: EventPosition) 
                     .unwrap_or_default();
                 metrics::histogram!("invoice_cases_event_delivery_lag_seconds")
                     .record(lag.as_secs_f64());
-                let message = event_message(event.clone(), cursor::encode_event(position));
+                let message = convert::event(event.clone(), cursor::encode_event(position));
                 let encoded = Encoded::of(&pb::WatchStateChangesResponse {
                     kind: Some(Kind::Event(message.clone())),
                 });
@@ -413,35 +380,11 @@ async fn presence(
     Ok(others.others)
 }
 
-/// Exponential backoff from 100 ms to 5 s.
-#[derive(Debug)]
-pub(super) struct Backoff(Duration);
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff(Duration::from_millis(100))
-    }
-}
-
-impl Backoff {
-    pub fn next(&mut self) -> Duration {
-        let delay = self.0;
-        self.0 = (self.0 * 2).min(Duration::from_secs(5));
-        delay
-    }
-}
-
-/// Resolves once the hub shuts down.
 /// The instant a token valid until `valid_until` expires, if the clock can
 /// hold it.
-fn expiry(valid_until: std::time::SystemTime) -> Option<tokio::time::Instant> {
+fn expiry(valid_until: SystemTime) -> Option<tokio::time::Instant> {
     let left = valid_until
-        .duration_since(std::time::SystemTime::now())
+        .duration_since(SystemTime::now())
         .unwrap_or_default();
     tokio::time::Instant::now().checked_add(left)
-}
-
-pub(super) async fn shut_down(shutdown: &mut watch::Receiver<bool>) {
-    // An error means the hub is gone: shut down as well.
-    let _ = shutdown.wait_for(|down| *down).await.map(|_| ());
 }

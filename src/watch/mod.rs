@@ -12,29 +12,83 @@
 //! * A cursor names a position in the log, valid on every replica and
 //!   across restarts.
 
+//!
+//! The module speaks the store's and the domain's terms: the API checks a
+//! request into a [`WatchSpec`] and maps a [`WatchError`] to its status.
+
 pub mod cursor;
 pub mod encoded;
 mod hub;
 mod response;
+mod shared;
 mod subscriber;
 
 use std::{pin::Pin, time::Duration};
 
 use futures::Stream;
-use tonic::Status;
 
 pub use encoded::Encoded;
 pub use hub::WatchHub;
 
-use crate::pb;
+use crate::store::{CaseKey, StoreError};
 
-/// The stream of a watch: its messages, encoded.
-pub type EncodedStream = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Send + 'static>>;
+/// What a watch asks for, already checked.
+#[derive(Debug, Clone)]
+pub struct WatchSpec {
+    /// Only this case's events.
+    pub case: Option<CaseKey>,
+    /// Only this account's events.
+    pub account_id: Option<String>,
+    pub start: WatchStart,
+}
 
-/// The stream of a watch as the generated service trait has it (decoded
-/// again: the server's own route sends [`EncodedStream`]s as they are).
-pub type WatchStream =
-    Pin<Box<dyn Stream<Item = Result<pb::WatchStateChangesResponse, Status>> + Send + 'static>>;
+/// Where a stream starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchStart {
+    /// With the next event committed.
+    Now,
+    /// With the oldest event retained.
+    FromBeginning,
+    /// After the position a cursor names (its text, checked here).
+    AfterCursor(String),
+    /// With a snapshot of the matching cases, then their events.
+    WithSnapshot,
+}
+
+/// Why a watch is refused, or why its stream ends.
+#[derive(Debug)]
+pub enum WatchError {
+    /// The process serves its most streams.
+    TooManyStreams,
+    /// The start cursor is not one of this database's: why.
+    InvalidCursor(String),
+    /// The cursor is older than the retained history; `oldest` is the
+    /// oldest cursor there is.
+    CursorExpired { oldest: String },
+    /// The database failed (or the watched case is not there).
+    Store(StoreError),
+    /// The stream was interrupted; resume after `cursor`.
+    Interrupted {
+        reason: Interruption,
+        cursor: String,
+    },
+    /// The caller's token expired; resume after `cursor` with a new one.
+    TokenExpired { cursor: String },
+    /// The client did not read the snapshot in time.
+    SnapshotNotRead,
+    /// The snapshot could not be read.
+    SnapshotFailed,
+}
+
+/// Why a stream was interrupted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interruption {
+    ShuttingDown,
+    DatabaseUnavailable,
+}
+
+/// The messages of a watch, encoded, then the error it ended with.
+pub type WatchEvents = Pin<Box<dyn Stream<Item = Result<Encoded, WatchError>> + Send + 'static>>;
 
 /// How watch streams behave.
 #[derive(Debug, Clone)]

@@ -1,5 +1,5 @@
 //! The response stream of a watch: the subscriber's buffered messages,
-//! then the status it ended with.
+//! then the error it ended with.
 //!
 //! The final status does not go through the bounded buffer, so it is never
 //! lost when the buffer is full: the client receives every buffered message
@@ -12,21 +12,20 @@ use std::{
 
 use futures::Stream;
 use tokio::sync::{mpsc, oneshot};
-use tonic::Status;
 
-use super::encoded::Encoded;
+use super::{WatchError, encoded::Encoded};
 
 /// What the subscriber task holds: the buffer's sending side and the slot
 /// for the final status.
 pub(super) struct Outlet {
     pub messages: mpsc::Sender<Encoded>,
-    pub end: oneshot::Sender<Status>,
+    pub end: oneshot::Sender<WatchError>,
 }
 
 /// The stream tonic sends to the client.
 pub struct ResponseStream {
     messages: mpsc::Receiver<Encoded>,
-    end: Option<oneshot::Receiver<Status>>,
+    end: Option<oneshot::Receiver<WatchError>>,
 }
 
 /// A bounded buffer of `capacity` messages and its final-status slot.
@@ -46,7 +45,7 @@ pub(super) fn channel(capacity: usize) -> (Outlet, ResponseStream) {
 }
 
 impl Stream for ResponseStream {
-    type Item = Result<Encoded, Status>;
+    type Item = Result<Encoded, WatchError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
@@ -60,9 +59,9 @@ impl Stream for ResponseStream {
             return Poll::Ready(None);
         };
         match Pin::new(end).poll(cx) {
-            Poll::Ready(Ok(status)) => {
+            Poll::Ready(Ok(error)) => {
                 this.end = None;
-                Poll::Ready(Some(Err(status)))
+                Poll::Ready(Some(Err(error)))
             }
             Poll::Ready(Err(_)) => {
                 this.end = None;

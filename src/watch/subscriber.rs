@@ -1,32 +1,24 @@
 //! One watch stream: catch up from the database by its cursor, then follow
 //! the broadcast ring; back to the database whenever it falls behind.
 
-use std::{
-    collections::HashMap,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
 };
 
 use tokio::{
     sync::{broadcast::error::RecvError, mpsc},
     time::Instant,
 };
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
 
 use super::{
-    cursor,
+    Interruption, WatchError, cursor,
     encoded::Encoded,
-    hub::{Backoff, Published, Shared, shut_down},
     response::Outlet,
+    shared::{Backoff, Published, Shared, shut_down},
 };
 use crate::{
-    api::{
-        case_message, event_message,
-        status::{ERROR_DOMAIN, SERVER_SHUTTING_DOWN},
-    },
+    convert,
     pb::{self, watch_state_changes_response::Kind},
     store::{EventFilter, EventPosition, LogPage, StoreError, StreamPosition},
 };
@@ -49,8 +41,8 @@ const MAX_READ_FAILURES: u32 = 10;
 enum Stop {
     /// The client left: nothing more to send.
     ClientGone,
-    /// End the stream with this status.
-    End(Status),
+    /// End the stream with this error.
+    End(WatchError),
 }
 
 /// Runs one stream; it ends at `expires`, when its token does.
@@ -136,10 +128,7 @@ impl Stream {
                 self.last_sent = Instant::now();
                 Ok(())
             }
-            _ = shut_down(&mut shutdown) => Err(Stop::End(self.interrupted(
-                SERVER_SHUTTING_DOWN,
-                "the server is shutting down",
-            ))),
+            _ = shut_down(&mut shutdown) => Err(Stop::End(self.interrupted(Interruption::ShuttingDown))),
             _ = until(self.expires) => Err(Stop::End(self.expired())),
         }
     }
@@ -158,7 +147,7 @@ impl Stream {
                 async move {
                     for case in cases {
                         let message = Encoded::of(&pb::WatchStateChangesResponse {
-                            kind: Some(Kind::SnapshotCase(case_message(case))),
+                            kind: Some(Kind::SnapshotCase(convert::invoice_case(case))),
                         });
                         match tokio::time::timeout(timeout, tx.send(message)).await {
                             Ok(Ok(())) => {}
@@ -178,11 +167,7 @@ impl Stream {
         if cut_short.load(Ordering::Relaxed) {
             // The snapshot holds a database connection and an old snapshot:
             // a client that does not read it is not waited for.
-            return Err(Stop::End(Status::with_error_details(
-                Code::ResourceExhausted,
-                "the client did not read the snapshot in time; start the watch again",
-                ErrorDetails::with_error_info("SNAPSHOT_NOT_READ", ERROR_DOMAIN, HashMap::new()),
-            )));
+            return Err(Stop::End(WatchError::SnapshotNotRead));
         }
         match result {
             Ok(position) => {
@@ -193,11 +178,7 @@ impl Stream {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "watch snapshot failed");
-                Err(Stop::End(Status::with_error_details(
-                    Code::Unavailable,
-                    "the snapshot could not be read; start the watch again",
-                    ErrorDetails::with_error_info("SNAPSHOT_FAILED", ERROR_DOMAIN, HashMap::new()),
-                )))
+                Err(Stop::End(WatchError::SnapshotFailed))
             }
         }
     }
@@ -234,10 +215,7 @@ impl Stream {
                             break;
                         }
                         Err(RecvError::Closed) => {
-                            return Err(Stop::End(self.interrupted(
-                                SERVER_SHUTTING_DOWN,
-                                "the server is shutting down",
-                            )));
+                            return Err(Stop::End(self.interrupted(Interruption::ShuttingDown)));
                         }
                     },
                     // The timer is not moved by every message: when it
@@ -254,10 +232,7 @@ impl Stream {
                         }
                     }
                     _ = &mut shut => {
-                        return Err(Stop::End(self.interrupted(
-                            SERVER_SHUTTING_DOWN,
-                            "the server is shutting down",
-                        )));
+                        return Err(Stop::End(self.interrupted(Interruption::ShuttingDown)));
                     }
                     _ = &mut left => return Err(Stop::ClientGone),
                     _ = &mut expiry => return Err(Stop::End(self.expired())),
@@ -323,26 +298,22 @@ impl Stream {
                 Err(e)
                     if !matches!(e, StoreError::Unavailable(_) | StoreError::DeadlineExceeded) =>
                 {
-                    return Err(Stop::End(crate::api::status::store(e, "")));
+                    return Err(Stop::End(WatchError::Store(e)));
                 }
                 Err(e) => {
                     failures += 1;
                     tracing::warn!(error = %e, failures, "watch stream cannot read the log");
                     if failures >= MAX_READ_FAILURES {
-                        return Err(Stop::End(self.interrupted(
-                            "DATABASE_UNAVAILABLE",
-                            "the database is unavailable",
-                        )));
+                        return Err(Stop::End(
+                            self.interrupted(Interruption::DatabaseUnavailable),
+                        ));
                     }
                     let delay = backoff.next();
                     let mut shutdown = self.shared.shutdown.clone();
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = shut_down(&mut shutdown) => {
-                            return Err(Stop::End(self.interrupted(
-                                SERVER_SHUTTING_DOWN,
-                                "the server is shutting down",
-                            )));
+                            return Err(Stop::End(self.interrupted(Interruption::ShuttingDown)));
                         }
                         _ = self.tx.closed() => return Err(Stop::ClientGone),
                     }
@@ -350,7 +321,9 @@ impl Stream {
                 }
             };
             if self.position.after < page.pruned_through {
-                return Err(Stop::End(cursor_expired(page.pruned_through)));
+                return Err(Stop::End(WatchError::CursorExpired {
+                    oldest: cursor::encode_event(page.pruned_through),
+                }));
             }
             if self.expires.is_some_and(|at| Instant::now() >= at) {
                 return Err(Stop::End(self.expired()));
@@ -359,7 +332,7 @@ impl Stream {
             for event in page.events {
                 let mut after = self.position.clone();
                 after.advance(event.position);
-                let message = event_message(event, cursor::encode(&after));
+                let message = convert::event(event, cursor::encode(&after));
                 self.send(Kind::Event(message)).await?;
                 self.position = after;
             }
@@ -370,52 +343,18 @@ impl Stream {
         }
     }
 
-    /// UNAUTHENTICATED (the token expired) with the cursor to resume from
-    /// with a fresh token.
-    fn expired(&self) -> Status {
-        let cursor = cursor::encode(&self.position);
-        Status::with_error_details(
-            Code::Unauthenticated,
-            format!("the token expired; resume with after_cursor = {cursor} and a fresh token"),
-            ErrorDetails::with_error_info(
-                "TOKEN_EXPIRED",
-                ERROR_DOMAIN,
-                HashMap::from([("cursor".to_owned(), cursor)]),
-            ),
-        )
+    /// The token expired: resume from the position with a fresh one.
+    fn expired(&self) -> WatchError {
+        WatchError::TokenExpired {
+            cursor: cursor::encode(&self.position),
+        }
     }
 
-    /// UNAVAILABLE with the cursor to resume from.
-    fn interrupted(&self, reason: &str, why: &str) -> Status {
-        let cursor = cursor::encode(&self.position);
-        Status::with_error_details(
-            Code::Unavailable,
-            format!("{why}; resume with after_cursor = {cursor}"),
-            ErrorDetails::with_error_info(
-                reason,
-                ERROR_DOMAIN,
-                HashMap::from([("cursor".to_owned(), cursor)]),
-            ),
-        )
+    /// Interrupted: resume from the position.
+    fn interrupted(&self, reason: Interruption) -> WatchError {
+        WatchError::Interrupted {
+            reason,
+            cursor: cursor::encode(&self.position),
+        }
     }
-}
-
-/// The error of a cursor older than the retained history.
-pub(super) fn cursor_expired(pruned_through: EventPosition) -> Status {
-    Status::with_error_details(
-        Code::FailedPrecondition,
-        "the cursor is older than the retained event history; \
-         read the current state again with with_snapshot",
-        ErrorDetails::with_error_info(
-            "CURSOR_EXPIRED",
-            ERROR_DOMAIN,
-            HashMap::from([
-                (
-                    "oldestCursor".to_owned(),
-                    cursor::encode_event(pruned_through),
-                ),
-                ("resumeWith".to_owned(), "with_snapshot".to_owned()),
-            ]),
-        ),
-    )
 }
