@@ -6,6 +6,7 @@ use std::{
     time::Duration,
 };
 
+use backon::{BackoffBuilder as _, ExponentialBuilder};
 use tokio::sync::{Notify, broadcast, watch};
 use uuid::Uuid;
 
@@ -42,21 +43,31 @@ pub(super) struct Shared {
     pub streams: AtomicUsize,
 }
 
-/// Exponential backoff from 100 ms to 5 s.
+/// Retry delays: exponential from 100 ms to 5 s, each with random jitter
+/// (so that replicas and streams that lost the database together do not
+/// retry in step), without end.
 #[derive(Debug)]
-pub(super) struct Backoff(Duration);
+pub(super) struct Backoff(backon::ExponentialBackoff);
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff(Duration::from_millis(100))
+        Backoff(
+            ExponentialBuilder::new()
+                .with_min_delay(Duration::from_millis(100))
+                .with_max_delay(MAX_DELAY)
+                .with_jitter()
+                .without_max_times()
+                .build(),
+        )
     }
 }
 
+/// The longest retry delay (before jitter).
+const MAX_DELAY: Duration = Duration::from_secs(5);
+
 impl Backoff {
     pub fn next(&mut self) -> Duration {
-        let delay = self.0;
-        self.0 = (self.0 * 2).min(Duration::from_secs(5));
-        delay
+        self.0.next().unwrap_or(MAX_DELAY)
     }
 }
 
@@ -64,4 +75,26 @@ impl Backoff {
 pub(super) async fn shut_down(shutdown: &mut watch::Receiver<bool>) {
     // An error means the hub is gone: shut down as well.
     let _ = shutdown.wait_for(|down| *down).await.map(|_| ());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_bound_with_jitter_and_never_ends() {
+        let delays: Vec<Duration> = {
+            let mut backoff = Backoff::default();
+            (0..40).map(|_| backoff.next()).collect()
+        };
+        // Jitter adds up to the delay itself.
+        assert!(delays[0] >= Duration::from_millis(100) && delays[0] <= Duration::from_millis(200));
+        assert!(delays.iter().all(|d| *d <= MAX_DELAY * 2), "{delays:?}");
+        assert!(delays[30..].iter().all(|d| *d >= MAX_DELAY), "{delays:?}");
+        // Two backoffs do not retry in step.
+        let mut a = Backoff::default();
+        let mut b = Backoff::default();
+        let differ = (0..10).any(|_| a.next() != b.next());
+        assert!(differ, "two backoffs gave the same delays");
+    }
 }
