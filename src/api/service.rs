@@ -529,7 +529,7 @@ impl InvoiceCaseService for InvoiceCaseApi {
         telemetry::record_case(&request.case_id);
         let (case_id, _) = self
             .store
-            .find_case(&key, &caller.access)
+            .find_case(&key, &caller.access, timeout)
             .await
             .map_err(|e| status::store(e, &request.case_id))?;
         let after = paging::parse_event_token(&request.page_token, case_id)

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use diesel::{
-    OptionalExtension,
     pg::Pg,
     prelude::*,
     query_builder::{AstPass, QueryFragment, QueryId},
@@ -14,7 +13,6 @@ use diesel::{
         Uuid as SqlUuid,
     },
 };
-use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
 use super::{
@@ -385,8 +383,10 @@ impl Store {
     ) -> Result<Case, StoreError> {
         match (result, &meta.idempotency) {
             (Err(error), Some(key)) if is_request_id_conflict(&error) => {
-                let mut conn = self.conn().await?;
-                idempotency::find(&mut conn, key, &meta.actor)
+                let mut session = self.session(meta.statement_timeout, Mode::ReadOnly).await?;
+                let found = idempotency::find_in(&mut session, key, &meta.actor).await;
+                session
+                    .finish(found)
                     .await?
                     .ok_or(StoreError::RequestIdReused(key.request_id))
             }
@@ -491,18 +491,27 @@ impl Store {
         Ok(lines.into_iter().map(|line| line.0).collect())
     }
 
-    /// Resolves a case key to the case id and account, if visible.
+    /// Resolves a case key to the case id and account, if visible; bounded
+    /// by `timeout` like every read of a call.
     pub async fn find_case(
         &self,
         key: &CaseKey,
         access: &Access,
+        timeout: Option<Duration>,
     ) -> Result<(Uuid, String), StoreError> {
-        let mut conn = self.conn().await?;
-        case_query(key, access)
-            .select((invoice_cases::id, invoice_cases::account_id))
-            .first(&mut conn)
-            .await
-            .optional()?
+        let mut session = self.session(timeout, Mode::ReadOnly).await?;
+        let rows: Result<Vec<(Uuid, String)>, StoreError> = session
+            .rows(
+                case_query(key, access)
+                    .select((invoice_cases::id, invoice_cases::account_id))
+                    .limit(1),
+            )
+            .await;
+        session
+            .finish(rows)
+            .await?
+            .into_iter()
+            .next()
             .ok_or(StoreError::CaseNotFound)
     }
 }

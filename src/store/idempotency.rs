@@ -1,13 +1,17 @@
 //! Idempotency records: the first response to a request id, stored in the
 //! action's transaction.
 
-use diesel::{OptionalExtension, prelude::*};
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel::prelude::*;
 use uuid::Uuid;
 
 use diesel::sql_types::{BigInt, Timestamptz};
 
-use super::{StoreError, schema::idempotency_records, session::Mode, statement::statement};
+use super::{
+    StoreError,
+    schema::idempotency_records,
+    session::{Mode, Session},
+    statement::statement,
+};
 use crate::domain::Case;
 
 /// A mutating request's request id, and what it must match on a retry.
@@ -31,18 +35,19 @@ struct Record {
 
 /// The stored response of an earlier request with this id, if any. A
 /// record of another caller, RPC or request is refused.
-pub(super) async fn find(
-    conn: &mut AsyncPgConnection,
+pub(super) async fn find_in(
+    session: &mut Session,
     key: &Idempotency,
     actor: &str,
 ) -> Result<Option<Case>, StoreError> {
-    let record: Option<Record> = idempotency_records::table
-        .find(key.request_id)
-        .select(Record::as_select())
-        .first(conn)
-        .await
-        .optional()?;
-    let Some(record) = record else {
+    let records: Vec<Record> = session
+        .rows(
+            idempotency_records::table
+                .find(key.request_id)
+                .select(Record::as_select()),
+        )
+        .await?;
+    let Some(record) = records.into_iter().next() else {
         return Ok(None);
     };
     if record.actor != actor || record.method != key.method || record.fingerprint != key.fingerprint

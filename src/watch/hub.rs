@@ -111,7 +111,7 @@ impl WatchHub {
         };
         if let Some(key) = &spec.case {
             let (id, _) = store
-                .find_case(key, access)
+                .find_case(key, access, None)
                 .await
                 .map_err(WatchError::Store)?;
             filter.case_id = Some(id);

@@ -131,6 +131,25 @@ fn with_deadline<T>(message: T, deadline: Duration) -> Request<T> {
     request
 }
 
+/// ListStateChanges (which first finds the case) with a 3 s client
+/// deadline: the code and the time taken.
+async fn timed_history(client: &mut Client, case_id: &str) -> (Code, Duration) {
+    let started = Instant::now();
+    let call = client.list_state_changes(with_deadline(
+        pb::ListStateChangesRequest {
+            case_id: case_id.to_owned(),
+            ..Default::default()
+        },
+        Duration::from_secs(3),
+    ));
+    let code = match tokio::time::timeout(Duration::from_secs(10), call).await {
+        Ok(Ok(_)) => Code::Ok,
+        Ok(Err(status)) => status.code(),
+        Err(_) => panic!("ListStateChanges with a 3 s deadline did not end within 10 s"),
+    };
+    (code, started.elapsed())
+}
+
 /// GetInvoiceCase with a 3 s client deadline (and a test-side bound of 10
 /// s, so that a hanging server fails the test rather than hanging it):
 /// the code and the time taken.
@@ -203,6 +222,7 @@ async fn a_black_holed_database_fails_calls_within_their_deadline_and_recovers()
     for _ in 0..3 {
         during.push(timed_get(&mut admin, &case.id).await);
     }
+    during.push(timed_history(&mut admin, &case.id).await);
     // A client that connects during the black hole.
     let mut late = app.admin().await;
     during.push(timed_get(&mut late, &case.id).await);
