@@ -17,7 +17,7 @@ pub struct ServerProcess {
 /// A fresh database, a secret for the servers that will serve it, and an
 /// admin token signed with that secret.
 pub struct Deployment {
-    pub database_url: String,
+    pub database_url: crate::helpers::TestDatabase,
     pub secret: String,
     pub admin_token: String,
 }

@@ -401,7 +401,7 @@ async fn the_server_restarts_mid_stream_and_the_client_resumes() {
     // (SIGKILL: the client resumes from the last event it processed).
     let restarter = {
         let watched = watched.clone();
-        let database_url = database_url.clone();
+        let database_url = database_url.url.clone();
         let secret = secret.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -31,6 +31,9 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_invoice-cases");
 /// How to start the server.
 pub struct Options {
     pub database_url: String,
+    /// The database the server runs on, when the server owns it: dropped
+    /// with the [`Binary`], after the process.
+    pub database: Option<crate::helpers::TestDatabase>,
     pub secret: String,
     /// `RUST_LOG`.
     pub log: String,
@@ -46,12 +49,20 @@ impl Options {
     pub fn new(database_url: &str) -> Self {
         Options {
             database_url: database_url.to_owned(),
+            database: None,
             secret: new_secret(),
             log: "info".into(),
             log_format_env: None,
             metrics: false,
             extra: Vec::new(),
         }
+    }
+
+    /// Defaults, on `database`, which the server then owns.
+    pub fn owning(database: crate::helpers::TestDatabase) -> Self {
+        let mut options = Options::new(&database);
+        options.database = Some(database);
+        options
     }
 
     /// Adds command line arguments.
@@ -74,6 +85,8 @@ pub struct Binary {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     reader: Option<JoinHandle<()>>,
+    /// Dropped after the process (fields drop in order).
+    _database: Option<crate::helpers::TestDatabase>,
 }
 
 impl Binary {
@@ -117,6 +130,7 @@ impl Binary {
             child,
             lines,
             reader: Some(reader),
+            _database: options.database,
         };
         binary.wait_serving(Duration::from_secs(60)).await;
         binary

@@ -255,12 +255,9 @@ async fn json_logs_have_one_line_per_rpc_under_the_request_id() {
 
 #[tokio::test]
 async fn log_format_comes_from_the_environment_too() {
-    let cluster = cluster();
-    let name = format!("lf_{}", Uuid::new_v4().simple());
-    invoice_cases::embedded::create_database(cluster.admin_url(), &name)
-        .await
-        .expect("create a database");
-    let url = database_url(cluster.admin_url(), &name);
+    // An empty database (no migrations), dropped when the test is done.
+    let database = cluster().new_empty_database();
+    let url = database.url.clone();
     let output = tokio::process::Command::new(crate::binary::BIN)
         .arg("migrate")
         .env("DATABASE_URL", &url)

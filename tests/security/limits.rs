@@ -40,11 +40,11 @@ fn big_case(lines: usize) -> pb::InvoiceCase {
 const SMALL_LIMIT: usize = 64 * 1024;
 
 async fn app_with_small_messages() -> TestApp {
-    let database_url = cluster().new_database();
+    let database = cluster().new_database();
     let secret = format!("limits-secret-{}", Uuid::new_v4().simple());
-    let mut settings = settings(&database_url, &secret);
+    let mut settings = settings(&database, &secret);
     settings.limits.max_message_bytes = SMALL_LIMIT;
-    spawn_app_with(settings, secret).await
+    spawn_app_with(settings, secret).await.owning(database)
 }
 
 #[tokio::test]

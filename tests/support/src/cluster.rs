@@ -260,6 +260,23 @@ impl SharedCluster {
         }
     }
 
+    /// A fresh, empty database (no migrations), dropped when the value is.
+    pub fn new_empty_database(&'static self) -> TestDatabase {
+        let name = format!("e_{}", Uuid::new_v4().simple());
+        let db = name.clone();
+        on_own_runtime(async move {
+            shared()
+                .cluster
+                .create_database(&db, None)
+                .await
+                .expect("create an empty test database");
+        });
+        TestDatabase {
+            url: self.cluster.url(&name),
+            name,
+        }
+    }
+
     /// The URL of the `postgres` database.
     pub fn admin_url(&self) -> &str {
         self.cluster.admin_url()
@@ -277,6 +294,27 @@ impl SharedCluster {
 pub struct TestDatabase {
     pub url: String,
     pub name: String,
+}
+
+impl std::ops::Deref for TestDatabase {
+    type Target = str;
+
+    /// The database's URL.
+    fn deref(&self) -> &str {
+        &self.url
+    }
+}
+
+impl AsRef<str> for TestDatabase {
+    fn as_ref(&self) -> &str {
+        &self.url
+    }
+}
+
+impl std::fmt::Display for TestDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.url)
+    }
 }
 
 impl Drop for TestDatabase {
