@@ -8,7 +8,7 @@
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use invoice_cases::{
-    auth::{KeySet, KeySettings, mint_token},
+    auth::{KeySet, KeySettings},
     pb::{
         self, invoice_case::State as CaseState,
         invoice_case_service_client::InvoiceCaseServiceClient,
@@ -18,16 +18,15 @@ use invoice_cases::{
     watch::WatchSettings,
 };
 use secrecy::ExposeSecret as _;
-use tonic::{
-    Code, Request, Status,
-    metadata::{AsciiMetadataValue, MetadataValue},
-    service::{Interceptor, interceptor::InterceptedService},
-    transport::Channel,
-};
+use tonic::{Code, Status, transport::Channel};
 use tonic_types::StatusExt;
 use uuid::Uuid;
 
-pub use invoice_cases_test_support::cluster::{TestDatabase, shared as cluster};
+#[allow(unused_imports)]
+pub use invoice_cases_test_support::{
+    Bearer, Client, authorized,
+    cluster::{TestDatabase, shared as cluster},
+};
 
 /// A running server on its own database.
 pub struct TestApp {
@@ -89,40 +88,6 @@ pub async fn spawn_app_with(settings: ServerSettings, secret: String) -> TestApp
     }
 }
 
-/// Adds the bearer token to every call.
-#[derive(Clone)]
-pub struct Bearer(Option<AsciiMetadataValue>);
-
-impl Bearer {
-    /// Sends `value` as the authorization metadata.
-    pub fn new(value: AsciiMetadataValue) -> Self {
-        Bearer(Some(value))
-    }
-
-    /// Sends `Bearer <token>`, or no authorization metadata at all.
-    pub fn token(token: Option<&str>) -> Self {
-        Bearer(token.map(|t| MetadataValue::try_from(format!("Bearer {t}")).expect("ascii token")))
-    }
-}
-
-/// A client on `channel` that authenticates with `token`.
-pub fn authorized(channel: Channel, token: &str) -> Client {
-    InvoiceCaseServiceClient::with_interceptor(channel, Bearer::token(Some(token)))
-}
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(token) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", token.clone());
-        }
-        Ok(request)
-    }
-}
-
-pub type Client = InvoiceCaseServiceClient<InterceptedService<Channel, Bearer>>;
-
 impl TestApp {
     /// Keeps `database` as long as the app: it is dropped after the server.
     pub fn owning(mut self, database: TestDatabase) -> TestApp {
@@ -132,16 +97,7 @@ impl TestApp {
 
     /// A token for `sub` with `roles`, limited to `accounts` when given.
     pub fn token(&self, sub: &str, roles: &[&str], accounts: Option<&[&str]>) -> String {
-        mint_token(
-            &self.secret,
-            sub,
-            &roles.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
-            accounts.map(|a| a.iter().map(|s| s.to_string()).collect()),
-            3600,
-            None,
-            None,
-        )
-        .expect("mint a token")
+        invoice_cases_test_support::token(&self.secret, sub, roles, accounts, 3600)
     }
 
     /// A channel to the server.

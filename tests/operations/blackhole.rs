@@ -22,7 +22,7 @@ use tonic::{Code, Request};
 use tonic_health::pb::health_check_response::ServingStatus;
 use uuid::Uuid;
 
-use crate::{helpers::*, process::health};
+use crate::{binary::health, helpers::*};
 
 /// A TCP proxy to `upstream` whose forwarding can be switched off.
 struct Proxy {
