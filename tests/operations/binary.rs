@@ -4,8 +4,8 @@
 
 use std::{net::SocketAddr, process::ExitStatus, time::Duration};
 
+pub use invoice_cases_test_support::{LogLines, health, new_secret, strip_ansi};
 use invoice_cases_test_support::{ServerProcess, connect, free_addr, serve_command, token};
-pub use invoice_cases_test_support::{health, new_secret, strip_ansi};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::helpers::Client;
@@ -111,6 +111,11 @@ impl Binary {
     /// What the server logged so far, one entry a line.
     pub fn logs(&self) -> Vec<String> {
         self.process.log_lines().all()
+    }
+
+    /// The captured log, to wait for a line ([`LogLines::wait_for`]).
+    pub fn log_lines(&self) -> LogLines {
+        self.process.log_lines()
     }
 
     /// The lines logged from line `mark` on, without the terminal colour

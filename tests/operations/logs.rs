@@ -185,8 +185,17 @@ async fn json_logs_have_one_line_per_rpc_under_the_request_id() {
         None,
     ));
 
-    // The lines are written when the calls end; give the writer a moment.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The lines are written when the calls end: wait for each call's line.
+    let log = server.log_lines();
+    for (id, ..) in &calls {
+        log.wait_for(0, Duration::from_secs(10), |line| {
+            rpc_lines(&[line.to_owned()])
+                .iter()
+                .any(|l| l.span_str("request_id") == Some(id.as_str()))
+        })
+        .await
+        .unwrap_or_else(|| panic!("no log line for the call {id}:\n{}", log.all().join("\n")));
+    }
     let logs = server.logs();
     let lines = rpc_lines(&logs);
     eprintln!("the server's JSON log lines:\n{}", logs.join("\n"));
