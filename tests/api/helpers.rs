@@ -1,160 +1,32 @@
 #![allow(dead_code)]
 
-//! The test harness: one PostgreSQL cluster per test process, one database
-//! per test (cloned from a template migrated once), and the real server on
-//! a free port with a real tonic client.
+//! The test harness: the test process's PostgreSQL cluster (shared with
+//! the benchmarks, in `tests/support`), one database per test (cloned from
+//! a template migrated once, dropped when the test is done), and the real
+//! server on a free port with a real tonic client.
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    path::PathBuf,
-    sync::{Mutex, OnceLock},
-    time::Duration,
-};
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use invoice_cases::{
-    auth::{KeySet, KeySettings, mint_token},
-    embedded::{EmbeddedPostgres, create_database},
+    auth::{KeySet, KeySettings},
     pb::{
         self, invoice_case::State as CaseState,
         invoice_case_service_client::InvoiceCaseServiceClient,
     },
     server::{self, Limits, RunningServer, ServerSettings},
-    store::{PoolSettings, run_migrations},
+    store::PoolSettings,
     watch::WatchSettings,
 };
 use secrecy::ExposeSecret as _;
-use tonic::{
-    Code, Request, Status,
-    metadata::{AsciiMetadataValue, MetadataValue},
-    service::{Interceptor, interceptor::InterceptedService},
-    transport::Channel,
-};
+use tonic::{Code, Status, transport::Channel};
 use tonic_types::StatusExt;
 use uuid::Uuid;
 
-/// Set to a PostgreSQL URL (of a role that may create databases) to test
-/// against that server instead of a cluster of the test process's own.
-pub const EXTERNAL_DATABASE_ENV: &str = "INVOICE_CASES_TEST_DATABASE_URL";
-
-/// The PostgreSQL server the tests use.
-pub struct TestCluster {
-    /// URL of the `postgres` database, for creating databases.
-    admin_url: String,
-    /// Name of the migrated template database.
-    template: String,
-    embedded: Option<EmbeddedPostgres>,
-    dir: Option<PathBuf>,
-}
-
-static CLUSTER: OnceLock<TestCluster> = OnceLock::new();
-static CREATE_LOCK: Mutex<()> = Mutex::new(());
-
-extern "C" fn stop_cluster_at_exit() {
-    if let Some(cluster) = CLUSTER.get() {
-        if let Some(embedded) = &cluster.embedded {
-            embedded.kill_blocking();
-        }
-        if let Some(dir) = &cluster.dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
-/// Runs `future` on a runtime of its own on another thread (the harness
-/// must not block the test's runtime, and shared state must not belong to
-/// one test's runtime).
-fn on_own_runtime<T: Send + 'static>(
-    future: impl std::future::Future<Output = T> + Send + 'static,
-) -> T {
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("test runtime")
-            .block_on(future)
-    })
-    .join()
-    .expect("harness thread")
-}
-
-/// The cluster, started on first use; stopped when the test process exits.
-pub fn cluster() -> &'static TestCluster {
-    CLUSTER.get_or_init(|| {
-        on_own_runtime(async {
-            let (admin_url, embedded, dir) = match std::env::var(EXTERNAL_DATABASE_ENV) {
-                Ok(url) => (url, None, None),
-                Err(_) => {
-                    let dir = std::env::temp_dir().join(format!(
-                        "invoice-cases-tests-{}-{}",
-                        std::process::id(),
-                        Uuid::new_v4().simple()
-                    ));
-                    let embedded = EmbeddedPostgres::start(&dir, None)
-                        .await
-                        .expect("start the test PostgreSQL cluster");
-                    (embedded.url("postgres"), Some(embedded), Some(dir))
-                }
-            };
-            // SAFETY: registering a plain extern "C" function is sound.
-            unsafe {
-                libc::atexit(stop_cluster_at_exit);
-            }
-            let template = format!("tmpl_{}", Uuid::new_v4().simple());
-            create_database(&admin_url, &template)
-                .await
-                .expect("create the template database");
-            run_migrations(&database_url(&admin_url, &template))
-                .await
-                .expect("migrate the template database");
-            TestCluster {
-                admin_url,
-                template,
-                embedded,
-                dir,
-            }
-        })
-    })
-}
-
-/// The URL of `database` on the server of `admin_url`.
-pub fn database_url(admin_url: &str, database: &str) -> String {
-    let (base, _) = admin_url.rsplit_once('/').expect("a URL with a database");
-    format!("{base}/{database}")
-}
-
-impl TestCluster {
-    /// A fresh, migrated database; returns its URL.
-    pub fn new_database(&'static self) -> String {
-        let name = format!("t_{}", Uuid::new_v4().simple());
-        let admin_url = self.admin_url.clone();
-        let template = self.template.clone();
-        let db = name.clone();
-        // PostgreSQL copies a template for one CREATE DATABASE at a time.
-        let _guard = CREATE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        on_own_runtime(async move {
-            use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-            let mut conn = AsyncPgConnection::establish(&admin_url)
-                .await
-                .expect("connect to the test server");
-            diesel::sql_query(format!("CREATE DATABASE {db} TEMPLATE {template}"))
-                .execute(&mut conn)
-                .await
-                .expect("create a test database");
-        });
-        database_url(&self.admin_url, &name)
-    }
-
-    /// The embedded cluster (absent with an external server).
-    pub fn embedded(&self) -> Option<&EmbeddedPostgres> {
-        self.embedded.as_ref()
-    }
-
-    /// The URL of the `postgres` database.
-    pub fn admin_url(&self) -> &str {
-        &self.admin_url
-    }
-}
+#[allow(unused_imports)]
+pub use invoice_cases_test_support::{
+    Bearer, Client, authorized,
+    cluster::{TestDatabase, shared as cluster},
+};
 
 /// A running server on its own database.
 pub struct TestApp {
@@ -162,6 +34,8 @@ pub struct TestApp {
     pub database_url: String,
     pub secret: String,
     server: Option<RunningServer>,
+    /// The database the app owns (dropped after the server).
+    database: Option<TestDatabase>,
 }
 
 /// Settings for [`spawn_app_with`].
@@ -191,8 +65,8 @@ pub fn settings(database_url: &str, secret: &str) -> ServerSettings {
 
 /// The real server on a free port, on a fresh database.
 pub async fn spawn_app() -> TestApp {
-    let database_url = cluster().new_database();
-    spawn_app_on(&database_url).await
+    let database = cluster().new_database();
+    spawn_app_on(&database).await.owning(database)
 }
 
 /// The real server on a free port, on `database_url`.
@@ -210,56 +84,20 @@ pub async fn spawn_app_with(settings: ServerSettings, secret: String) -> TestApp
         database_url,
         secret,
         server: Some(server),
+        database: None,
     }
 }
-
-/// Adds the bearer token to every call.
-#[derive(Clone)]
-pub struct Bearer(Option<AsciiMetadataValue>);
-
-impl Bearer {
-    /// Sends `value` as the authorization metadata.
-    pub fn new(value: AsciiMetadataValue) -> Self {
-        Bearer(Some(value))
-    }
-
-    /// Sends `Bearer <token>`, or no authorization metadata at all.
-    pub fn token(token: Option<&str>) -> Self {
-        Bearer(token.map(|t| MetadataValue::try_from(format!("Bearer {t}")).expect("ascii token")))
-    }
-}
-
-/// A client on `channel` that authenticates with `token`.
-pub fn authorized(channel: Channel, token: &str) -> Client {
-    InvoiceCaseServiceClient::with_interceptor(channel, Bearer::token(Some(token)))
-}
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(token) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", token.clone());
-        }
-        Ok(request)
-    }
-}
-
-pub type Client = InvoiceCaseServiceClient<InterceptedService<Channel, Bearer>>;
 
 impl TestApp {
+    /// Keeps `database` as long as the app: it is dropped after the server.
+    pub fn owning(mut self, database: TestDatabase) -> TestApp {
+        self.database = Some(database);
+        self
+    }
+
     /// A token for `sub` with `roles`, limited to `accounts` when given.
     pub fn token(&self, sub: &str, roles: &[&str], accounts: Option<&[&str]>) -> String {
-        mint_token(
-            &self.secret,
-            sub,
-            &roles.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
-            accounts.map(|a| a.iter().map(|s| s.to_string()).collect()),
-            3600,
-            None,
-            None,
-        )
-        .expect("mint a token")
+        invoice_cases_test_support::token(&self.secret, sub, roles, accounts, 3600)
     }
 
     /// A channel to the server.

@@ -167,20 +167,39 @@ async fn grpcurl_watches_a_case_and_resumes_after_a_cursor() {
         .kill_on_drop(true)
         .spawn()
         .expect("grpcurl watch");
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    ok(admin.submit_case(submit(&case.id)).await);
     let mut stdout = watch.stdout.take().expect("stdout");
     let mut output = String::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !output.contains("\"action\": \"SUBMIT\"") {
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout_at(deadline, stdout.read(&mut chunk))
-            .await
-            .expect("grpcurl printed the event in time")
-            .expect("read grpcurl");
-        assert!(n > 0, "grpcurl stopped:\n{output}");
-        output.push_str(&String::from_utf8_lossy(&chunk[..n]));
+    // Reads grpcurl's output until `done` holds for it.
+    async fn read_until(
+        stdout: &mut tokio::process::ChildStdout,
+        output: &mut String,
+        deadline: tokio::time::Instant,
+        what: &str,
+        done: impl Fn(&str) -> bool,
+    ) {
+        while !done(output) {
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout_at(deadline, stdout.read(&mut chunk))
+                .await
+                .unwrap_or_else(|_| panic!("grpcurl printed {what} in time:\n{output}"))
+                .expect("read grpcurl");
+            assert!(n > 0, "grpcurl stopped:\n{output}");
+            output.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
     }
+    // The stream is open once grpcurl printed its first message (a progress
+    // message while the case is idle): what is committed after it, the
+    // stream delivers.
+    read_until(&mut stdout, &mut output, deadline, "a first message", |o| {
+        o.contains("\n}")
+    })
+    .await;
+    ok(admin.submit_case(submit(&case.id)).await);
+    read_until(&mut stdout, &mut output, deadline, "the event", |o| {
+        o.contains("\"action\": \"SUBMIT\"")
+    })
+    .await;
     watch.kill().await.expect("stop grpcurl");
 
     // Resume after the CREATE event: grpcurl prints the SUBMIT event.

@@ -276,8 +276,8 @@ async fn a_subscriber_on_one_replica_sees_changes_made_through_another() {
         secret,
         admin_token: token,
     } = Deployment::new();
-    let a = ServerProcess::start(&database_url, &secret, None, &[]).await;
-    let b = ServerProcess::start(&database_url, &secret, None, &[]).await;
+    let a = start_server(&database_url, &secret, None, &[]).await;
+    let b = start_server(&database_url, &secret, None, &[]).await;
     let mut on_a = client(a.addr, &token).await;
     let mut on_b = client(b.addr, &token).await;
 
@@ -383,9 +383,9 @@ async fn the_server_restarts_mid_stream_and_the_client_resumes() {
     } = Deployment::new();
     let port = free_port();
     let watched = std::sync::Arc::new(tokio::sync::Mutex::new(Some(
-        ServerProcess::start(&database_url, &secret, Some(port), &[]).await,
+        start_server(&database_url, &secret, Some(port), &[]).await,
     )));
-    let writer_server = ServerProcess::start(&database_url, &secret, None, &[]).await;
+    let writer_server = start_server(&database_url, &secret, None, &[]).await;
     let mut writer_client = client(writer_server.addr, &token).await;
     // The writer keeps writing across both restarts (about 8 s).
     let cases = 30;
@@ -401,20 +401,20 @@ async fn the_server_restarts_mid_stream_and_the_client_resumes() {
     // (SIGKILL: the client resumes from the last event it processed).
     let restarter = {
         let watched = watched.clone();
-        let database_url = database_url.clone();
+        let database_url = database_url.url.clone();
         let secret = secret.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(1500)).await;
             let server = watched.lock().await.take().expect("server");
-            let status = server.terminate().await;
+            let status = server.terminate().await.expect("SIGTERM the server");
             assert!(status.success(), "SIGTERM exit: {status:?}");
             *watched.lock().await =
-                Some(ServerProcess::start(&database_url, &secret, Some(port), &[]).await);
+                Some(start_server(&database_url, &secret, Some(port), &[]).await);
             tokio::time::sleep(Duration::from_millis(1500)).await;
             let server = watched.lock().await.take().expect("server");
-            server.kill().await;
+            server.kill().await.expect("kill the server");
             *watched.lock().await =
-                Some(ServerProcess::start(&database_url, &secret, Some(port), &[]).await);
+                Some(start_server(&database_url, &secret, Some(port), &[]).await);
         })
     };
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
@@ -493,7 +493,7 @@ async fn a_subscriber_that_never_reads_costs_bounded_memory_and_delays_no_one() 
         secret,
         admin_token: token,
     } = Deployment::new();
-    let server = ServerProcess::start(
+    let server = start_server(
         &database_url,
         &secret,
         None,
@@ -532,11 +532,11 @@ async fn a_subscriber_that_never_reads_costs_bounded_memory_and_delays_no_one() 
     }
     big_rounds(&mut admin, warmup).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = server.rss_kib();
+    let before = server.rss_kib().expect("VmRSS");
     let bytes_before = committed_bytes(&database_url).await;
     big_rounds(&mut admin, measured).await;
     let events = reading.await.expect("reader");
-    let after = server.rss_kib();
+    let after = server.rss_kib().expect("VmRSS");
     let streamed_kib = (committed_bytes(&database_url).await - bytes_before) / 1024;
     let growth_kib = after.saturating_sub(before) as usize;
     eprintln!(

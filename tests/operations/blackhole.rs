@@ -22,7 +22,7 @@ use tonic::{Code, Request};
 use tonic_health::pb::health_check_response::ServingStatus;
 use uuid::Uuid;
 
-use crate::{helpers::*, process::health};
+use crate::{binary::health, helpers::*};
 
 /// A TCP proxy to `upstream` whose forwarding can be switched off.
 struct Proxy {
@@ -190,7 +190,7 @@ async fn a_black_holed_database_fails_calls_within_their_deadline_and_recovers()
     let upstream = upstream_of(&database_url);
     let proxy = Proxy::start(upstream).await;
     let proxied = through(&database_url, upstream, proxy.addr);
-    assert_ne!(proxied, database_url, "the URL goes through the proxy");
+    assert_ne!(proxied, *database_url, "the URL goes through the proxy");
     let secret = format!("test-secret-{}", Uuid::new_v4().simple());
     let mut settings = settings(&proxied, &secret);
     // As in production: health checks the database every 2 s.

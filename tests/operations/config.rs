@@ -10,7 +10,6 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use invoice_cases::{config::Cli, pb};
 use tokio::process::Command;
 use tonic::{Code, metadata::MetadataValue};
-use uuid::Uuid;
 
 use crate::{
     binary::{BIN, Binary, Options, new_secret, url_password},
@@ -305,12 +304,9 @@ async fn count(url: &str, sql: &str) -> i64 {
 
 #[tokio::test]
 async fn migrate_applies_the_migrations_to_a_fresh_database_and_is_idempotent() {
-    let cluster = cluster();
-    let name = format!("m_{}", Uuid::new_v4().simple());
-    invoice_cases::embedded::create_database(cluster.admin_url(), &name)
-        .await
-        .expect("create an empty database");
-    let url = database_url(cluster.admin_url(), &name);
+    // An empty database (no migrations), dropped when the test is done.
+    let database = cluster().new_empty_database();
+    let url = database.url.clone();
     let tables = "SELECT count(*) AS n FROM information_schema.tables \
                   WHERE table_schema = 'public' AND table_name IN \
                   ('invoice_cases', 'case_lines', 'case_events', 'idempotency_records')";

@@ -185,8 +185,17 @@ async fn json_logs_have_one_line_per_rpc_under_the_request_id() {
         None,
     ));
 
-    // The lines are written when the calls end; give the writer a moment.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The lines are written when the calls end: wait for each call's line.
+    let log = server.log_lines();
+    for (id, ..) in &calls {
+        log.wait_for(0, Duration::from_secs(10), |line| {
+            rpc_lines(&[line.to_owned()])
+                .iter()
+                .any(|l| l.span_str("request_id") == Some(id.as_str()))
+        })
+        .await
+        .unwrap_or_else(|| panic!("no log line for the call {id}:\n{}", log.all().join("\n")));
+    }
     let logs = server.logs();
     let lines = rpc_lines(&logs);
     eprintln!("the server's JSON log lines:\n{}", logs.join("\n"));
@@ -255,12 +264,9 @@ async fn json_logs_have_one_line_per_rpc_under_the_request_id() {
 
 #[tokio::test]
 async fn log_format_comes_from_the_environment_too() {
-    let cluster = cluster();
-    let name = format!("lf_{}", Uuid::new_v4().simple());
-    invoice_cases::embedded::create_database(cluster.admin_url(), &name)
-        .await
-        .expect("create a database");
-    let url = database_url(cluster.admin_url(), &name);
+    // An empty database (no migrations), dropped when the test is done.
+    let database = cluster().new_empty_database();
+    let url = database.url.clone();
     let output = tokio::process::Command::new(crate::binary::BIN)
         .arg("migrate")
         .env("DATABASE_URL", &url)

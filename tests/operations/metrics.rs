@@ -138,8 +138,7 @@ const SERVICE: &str = "invoicecase.v1.InvoiceCaseService";
 
 /// A server with `/metrics`.
 async fn serve_with_metrics() -> (Binary, SocketAddr) {
-    let database_url = cluster().new_database();
-    let mut options = Options::new(&database_url);
+    let mut options = Options::owning(cluster().new_database());
     options.metrics = true;
     let server = Binary::start(options).await;
     let metrics = server.metrics.expect("a metrics address");
@@ -482,8 +481,7 @@ async fn transitions_count_committed_actions_once_by_their_event_name() {
 
 #[tokio::test]
 async fn the_prometheus_endpoint_counts_calls_transitions_streams_and_connections() {
-    let database_url = cluster().new_database();
-    let mut options = Options::new(&database_url);
+    let mut options = Options::owning(cluster().new_database());
     options.metrics = true;
     let server = Binary::start(options).await;
     let metrics = server.metrics.expect("a metrics address");

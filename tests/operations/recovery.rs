@@ -10,23 +10,17 @@ use std::{
     os::unix::{fs::MetadataExt, process::CommandExt},
     path::{Path, PathBuf},
     process::{ExitStatus, Stdio},
-    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use invoice_cases::{embedded::find_binaries, pb};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-    task::JoinHandle,
-    time::Instant,
-};
-use tonic_health::pb::health_check_response::ServingStatus;
+use invoice_cases_test_support::{ServerProcess, free_addr, token};
+use tokio::{process::Command, time::Instant};
 
 use crate::{
     binary::{BIN, new_secret, strip_ansi},
     helpers::*,
-    process::{client, free_port, health},
+    process::{client, free_port},
 };
 
 /// How long a start may take here (initdb included, on a loaded machine).
@@ -162,19 +156,16 @@ impl Drop for DataDir {
 /// logs captured; killed (SIGKILL) when dropped.
 struct EmbeddedServer {
     addr: std::net::SocketAddr,
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    reader: Option<JoinHandle<()>>,
+    process: ServerProcess,
     secret: String,
 }
 
 impl EmbeddedServer {
     /// Starts the server; does not wait for it.
     fn spawn(data_dir: &Path, secret: &str) -> Self {
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port())
-            .parse()
-            .expect("address");
-        let mut child = Command::new(BIN)
+        let addr = free_addr();
+        let mut command = Command::new(BIN);
+        command
             .arg("serve")
             .arg("--listen")
             .arg(addr.to_string())
@@ -188,26 +179,11 @@ impl EmbeddedServer {
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start invoice-cases serve");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let reader = {
-            let lines = lines.clone();
-            tokio::spawn(async move {
-                let mut stderr = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = stderr.next_line().await {
-                    lines.lock().expect("log lines").push(strip_ansi(&line));
-                }
-            })
-        };
+            .kill_on_drop(true);
         EmbeddedServer {
             addr,
-            child,
-            lines,
-            reader: Some(reader),
+            process: ServerProcess::start_capturing(command, addr)
+                .expect("start invoice-cases serve"),
             secret: secret.to_owned(),
         }
     }
@@ -217,85 +193,54 @@ impl EmbeddedServer {
     async fn start(data_dir: &Path, secret: &str, limit: Duration) -> (Self, Duration) {
         let started = Instant::now();
         let mut server = Self::spawn(data_dir, secret);
-        server.wait_serving(limit).await;
-        (server, started.elapsed())
-    }
-
-    async fn wait_serving(&mut self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        loop {
-            if health(self.addr).await == Some(ServingStatus::Serving) {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                self.drain_logs().await;
-                panic!(
-                    "the server exited ({status}) before serving:\n{}",
-                    self.logs()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not serve within {limit:?}:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Err(e) = server.process.wait_serving(limit).await {
+            panic!("{e:#}");
         }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id().expect("a running server") as i32
+        (server, started.elapsed())
     }
 
     /// What the server logged so far.
     fn logs(&self) -> String {
-        self.lines.lock().expect("log lines").join("\n")
-    }
-
-    /// Waits for the log reader to reach the end of stderr (once the
-    /// process exited).
-    async fn drain_logs(&mut self) {
-        if let Some(reader) = self.reader.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
-        }
+        self.process
+            .log_lines()
+            .all()
+            .iter()
+            .map(|line| strip_ansi(line))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// SIGKILL, and waits for the process to be gone.
     async fn kill9(&mut self) {
-        self.child.kill().await.expect("kill -9 the server");
-        self.drain_logs().await;
+        self.process
+            .kill_in_place()
+            .await
+            .expect("kill -9 the server");
     }
 
     /// Waits up to `limit` for the process to exit by itself.
     async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let status = tokio::time::timeout(limit, self.child.wait())
+        self.process
+            .wait_exit(limit)
             .await
-            .unwrap_or_else(|_| panic!("the server did not exit within {limit:?}"))
-            .expect("wait for the server");
-        self.drain_logs().await;
-        status
+            .expect("wait for the server")
+            .unwrap_or_else(|| panic!("the server did not exit within {limit:?}"))
     }
 
     /// SIGTERM, and waits for the exit.
     async fn terminate(&mut self) -> ExitStatus {
-        // SAFETY: kill(2) on our own child's pid.
-        let result = unsafe { libc::kill(self.pid(), libc::SIGTERM) };
-        assert_eq!(result, 0, "SIGTERM the server");
+        self.process
+            .signal(libc::SIGTERM)
+            .expect("SIGTERM the server");
         self.wait_exit(Duration::from_secs(60)).await
     }
 
     async fn admin(&self) -> Client {
-        let token = invoice_cases::auth::mint_token(
-            &self.secret,
-            "admin",
-            &["admin".into()],
-            None,
-            3600,
-            None,
-            None,
+        client(
+            self.addr,
+            &token(&self.secret, "admin", &["admin"], None, 3600),
         )
-        .expect("mint a token");
-        client(self.addr, &token).await
+        .await
     }
 }
 

@@ -40,11 +40,11 @@ fn big_case(lines: usize) -> pb::InvoiceCase {
 const SMALL_LIMIT: usize = 64 * 1024;
 
 async fn app_with_small_messages() -> TestApp {
-    let database_url = cluster().new_database();
+    let database = cluster().new_database();
     let secret = format!("limits-secret-{}", Uuid::new_v4().simple());
-    let mut settings = settings(&database_url, &secret);
+    let mut settings = settings(&database, &secret);
     settings.limits.max_message_bytes = SMALL_LIMIT;
-    spawn_app_with(settings, secret).await
+    spawn_app_with(settings, secret).await.owning(database)
 }
 
 #[tokio::test]
@@ -479,24 +479,31 @@ async fn a_connection_gets_at_most_its_concurrent_streams() {
         stream.message().await.map(|message| (stream, message))
     });
     // While two streams are open the third is not served: it would get a
-    // progress message within 500 ms if it were.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(
-        !third.is_finished(),
-        "a third concurrent stream was served on the connection: {:?}",
-        third.await
-    );
-    // Meanwhile the two open streams go on, and another connection is served.
-    first
-        .message()
-        .await
-        .expect("first stream")
-        .expect("a message");
+    // progress message within 500 ms if it were. The open streams go on
+    // meanwhile: the first delivers its progress messages until two
+    // intervals (1 s) passed since the third was asked for.
+    let asked = tokio::time::Instant::now();
+    let mut ticks = 0;
+    while ticks < 2 || asked.elapsed() < Duration::from_secs(1) {
+        first
+            .message()
+            .await
+            .expect("first stream")
+            .expect("a message");
+        ticks += 1;
+    }
     second
         .message()
         .await
         .expect("second stream")
         .expect("a message");
+    assert!(
+        !third.is_finished(),
+        "a third concurrent stream was served on the connection: {:?}",
+        third.await
+    );
+    assert_eq!(app.watch_streams(), 2, "the server serves two streams");
+    // Another connection is served.
     let mut other = app.admin().await;
     ok(other
         .list_invoice_cases(pb::ListInvoiceCasesRequest::default())

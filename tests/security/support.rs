@@ -118,10 +118,12 @@ pub fn ec_key() -> KeyPem {
 
 /// The server on a fresh database, accepting tokens of `keys`.
 pub async fn app_with_keys(keys: KeySet) -> TestApp {
-    let database_url = cluster().new_database();
-    let mut settings = settings(&database_url, "not-used-by-these-tests");
+    let database = cluster().new_database();
+    let mut settings = settings(&database, "not-used-by-these-tests");
     settings.keys = keys;
-    spawn_app_with(settings, "not-used-by-these-tests".into()).await
+    spawn_app_with(settings, "not-used-by-these-tests".into())
+        .await
+        .owning(database)
 }
 
 // ---- what a refusal may say ---------------------------------------------

@@ -106,15 +106,15 @@ impl Pki {
 
 /// The server with TLS; client certificates required when `mutual`.
 async fn tls_app(pki: &Pki, mutual: bool) -> TestApp {
-    let database_url = cluster().new_database();
+    let database = cluster().new_database();
     let secret = format!("tls-secret-{}", Uuid::new_v4().simple());
-    let mut settings = settings(&database_url, &secret);
+    let mut settings = settings(&database, &secret);
     settings.tls = Some(TlsSettings {
         certificate_chain: pki.server_cert.clone().into_bytes(),
         private_key: pki.server_key.clone().into_bytes().into(),
         client_ca: mutual.then(|| pki.ca_cert.clone().into_bytes()),
     });
-    spawn_app_with(settings, secret).await
+    spawn_app_with(settings, secret).await.owning(database)
 }
 
 /// How a client connects.

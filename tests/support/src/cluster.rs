@@ -196,6 +196,9 @@ static CREATE_LOCK: Mutex<()> = Mutex::new(());
 
 extern "C" fn stop_shared_at_exit() {
     if let Some(shared) = SHARED.get() {
+        if shared.cluster.embedded().is_none() {
+            drop_done_databases();
+        }
         shared.cluster.kill_blocking();
     }
 }
@@ -240,7 +243,7 @@ pub fn shared() -> &'static SharedCluster {
 }
 
 impl SharedCluster {
-    /// A fresh, migrated database, dropped when the value is.
+    /// A fresh, migrated database (see [`TestDatabase`] for its end).
     pub fn new_database(&'static self) -> TestDatabase {
         let name = format!("t_{}", Uuid::new_v4().simple());
         // PostgreSQL copies a template for one CREATE DATABASE at a time.
@@ -260,6 +263,23 @@ impl SharedCluster {
         }
     }
 
+    /// A fresh, empty database (no migrations; see [`TestDatabase`]).
+    pub fn new_empty_database(&'static self) -> TestDatabase {
+        let name = format!("e_{}", Uuid::new_v4().simple());
+        let db = name.clone();
+        on_own_runtime(async move {
+            shared()
+                .cluster
+                .create_database(&db, None)
+                .await
+                .expect("create an empty test database");
+        });
+        TestDatabase {
+            url: self.cluster.url(&name),
+            name,
+        }
+    }
+
     /// The URL of the `postgres` database.
     pub fn admin_url(&self) -> &str {
         self.cluster.admin_url()
@@ -271,20 +291,61 @@ impl SharedCluster {
     }
 }
 
-/// A database of the shared cluster; dropped (with any session still on
-/// it) when the value is.
+/// A database of the shared cluster, done when the value is dropped; done
+/// databases are dropped (with any session still on them) when the test
+/// process exits, or go with a cluster of the process's own.
 #[derive(Debug)]
 pub struct TestDatabase {
     pub url: String,
     pub name: String,
 }
 
+impl std::ops::Deref for TestDatabase {
+    type Target = str;
+
+    /// The database's URL.
+    fn deref(&self) -> &str {
+        &self.url
+    }
+}
+
+impl AsRef<str> for TestDatabase {
+    fn as_ref(&self) -> &str {
+        &self.url
+    }
+}
+
+impl std::fmt::Display for TestDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
 impl Drop for TestDatabase {
+    /// Marks the database done. It is dropped when the test process exits,
+    /// not now: DROP DATABASE holds a transaction id while it runs, which
+    /// holds back the cluster-wide snapshot horizon that other tests' watch
+    /// streams deliver up to (their events would wait for every drop).
     fn drop(&mut self) {
         let name = std::mem::take(&mut self.name);
-        // A cluster a test stopped on purpose may refuse: nothing to drop.
-        on_own_runtime(async move {
-            let _ = shared().cluster.drop_database(&name).await;
-        });
+        DONE.lock().unwrap_or_else(|e| e.into_inner()).push(name);
     }
+}
+
+/// Databases whose tests are done, dropped at exit.
+static DONE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Drops the databases of [`DONE`] (on a server of the process's own they
+/// go with the cluster anyway).
+fn drop_done_databases() {
+    let names = std::mem::take(&mut *DONE.lock().unwrap_or_else(|e| e.into_inner()));
+    if names.is_empty() {
+        return;
+    }
+    on_own_runtime(async move {
+        for name in names {
+            // A cluster a test stopped on purpose may refuse: nothing to drop.
+            let _ = shared().cluster.drop_database(&name).await;
+        }
+    });
 }

@@ -11,4 +11,6 @@ pub mod process;
 
 pub use auth::{Bearer, Client, authorized, new_secret, token};
 pub use cluster::{Cluster, TestDatabase, shared};
-pub use process::{ServerProcess, connect, free_addr, free_port, health, serve_command};
+pub use process::{
+    LogLines, ServerProcess, connect, free_addr, free_port, health, serve_command, strip_ansi,
+};
