@@ -536,8 +536,7 @@ fn replay(reply: StoredReply, meta: &MutationMeta) -> Result<Case, StoreError> {
     {
         return Err(StoreError::RequestIdReused(key.request_id));
     }
-    serde_json::from_value(reply.response)
-        .map_err(|e| StoreError::Corrupt(format!("stored response: {e}")))
+    super::stored::response_from_json(reply.response)
 }
 
 /// ListInvoiceCases' query: the filter's conditions, the caller's

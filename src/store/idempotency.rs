@@ -54,9 +54,7 @@ pub(super) async fn find_in(
     {
         return Err(StoreError::RequestIdReused(key.request_id));
     }
-    serde_json::from_value(record.response)
-        .map(Some)
-        .map_err(|e| StoreError::Corrupt(format!("stored response: {e}")))
+    super::stored::response_from_json(record.response).map(Some)
 }
 
 statement! {

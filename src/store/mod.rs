@@ -19,6 +19,7 @@ pub mod schema;
 mod session;
 #[macro_use]
 mod statement;
+mod stored;
 mod write;
 
 use diesel::result::DatabaseErrorKind;

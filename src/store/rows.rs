@@ -301,8 +301,7 @@ impl EventRow {
             actor: self.actor,
             occur_time: self.occur_time,
             etag: self.etag,
-            changes: serde_json::from_value(self.changes)
-                .map_err(|e| StoreError::Corrupt(format!("event changes: {e}")))?,
+            changes: super::stored::changes_from_json(self.changes)?,
             comment: self.comment,
         })
     }

@@ -29,7 +29,7 @@ use diesel::{
 };
 use uuid::Uuid;
 
-use super::{StoreError, idempotency::Idempotency};
+use super::{StoreError, idempotency::Idempotency, stored};
 use crate::domain::{Case, Decision, Line};
 
 /// What a write statement reports.
@@ -73,13 +73,11 @@ impl<'a> WriteDecision<'a> {
         record: &'a Record<'a>,
     ) -> Result<Self, StoreError> {
         let case = &decision.case;
-        let changes = serde_json::to_value(&decision.changes)
-            .map_err(|e| StoreError::Corrupt(format!("event changes: {e}")))?;
+        let changes = stored::changes_to_json(&decision.changes)?;
         let response = record
             .idempotency
-            .map(|_| serde_json::to_value(case))
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(format!("response: {e}")))?;
+            .map(|_| stored::response_to_json(case))
+            .transpose()?;
         let added: Vec<&Line> = case
             .lines
             .iter()
