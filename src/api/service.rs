@@ -42,25 +42,24 @@ impl InvoiceCaseApi {
 
         let caller = self.authorize(&request, Permission::Read)?;
         let request = request.into_inner();
+        // A field that fails its check is a violation, and `finish` then
+        // refuses the request whatever the spec holds.
         let mut v = Violations::default();
-        let case = if request.case_id.is_empty() {
-            None
-        } else {
+        let case = (!request.case_id.is_empty())
+            .then(|| v.check("case_id", requests::case_key(&request.case_id)))
+            .flatten();
+        if let Some(key) = &case {
             // Named in the log only when it is one: never an unbounded echo.
-            let key = v.check("case_id", requests::case_key(&request.case_id));
-            if let Some(key) = &key {
-                telemetry::record_case(&key.to_string());
-            }
-            Some(key)
-        };
-        let account_id = if request.account_id.is_empty() {
-            None
-        } else {
-            Some(v.check(
-                "account_id",
-                identifier(&request.account_id, MAX_IDENTIFIER),
-            ))
-        };
+            telemetry::record_case(&key.to_string());
+        }
+        let account_id = (!request.account_id.is_empty())
+            .then(|| {
+                v.check(
+                    "account_id",
+                    identifier(&request.account_id, MAX_IDENTIFIER),
+                )
+            })
+            .flatten();
         let start = match request.start {
             None | Some(Start::FromBeginning(false) | Start::WithSnapshot(false)) => {
                 WatchStart::Now
@@ -70,13 +69,11 @@ impl InvoiceCaseApi {
             Some(Start::AfterCursor(cursor)) => WatchStart::AfterCursor(cursor),
         };
         let spec = v
-            .finish((|| {
-                Some(WatchSpec {
-                    case: case.map(|key| key.ok_or(())).transpose().ok()?,
-                    account_id: account_id.map(|a| a.ok_or(())).transpose().ok()?,
-                    start,
-                })
-            })())
+            .finish(Some(WatchSpec {
+                case,
+                account_id,
+                start,
+            }))
             .map_err(status::invalid_argument)?;
         let case_id = request.case_id;
         let stream = self
