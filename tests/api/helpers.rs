@@ -484,6 +484,20 @@ pub async fn lock_table(database_url: &str, table: &str) -> OpenTransaction {
     open
 }
 
+/// The number `sql` returns as its one column `n` (a bigint), read on
+/// `conn`.
+pub async fn count_rows(conn: &mut diesel_async::AsyncPgConnection, sql: &str) -> i64 {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let count: Count = diesel_async::RunQueryDsl::get_result(diesel::sql_query(sql), conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    count.n
+}
+
 /// The field names of a BadRequest detail.
 pub fn violated_fields(status: &Status) -> Vec<String> {
     status

@@ -5,8 +5,7 @@
 use std::{collections::BTreeSet, process::Output, time::Duration};
 
 use clap::CommandFactory;
-use diesel::{QueryableByName, sql_types::BigInt};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection};
 use invoice_cases::{config::Cli, pb};
 use tokio::process::Command;
 use tonic::{Code, metadata::MetadataValue};
@@ -287,19 +286,9 @@ async fn invalid_settings_stop_the_binary_with_a_message_naming_the_setting() {
     );
 }
 
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
 async fn count(url: &str, sql: &str) -> i64 {
     let mut conn = AsyncPgConnection::establish(url).await.expect("connect");
-    diesel::sql_query(sql)
-        .get_result::<Count>(&mut conn)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .n
+    crate::helpers::count_rows(&mut conn, sql).await
 }
 
 #[tokio::test]

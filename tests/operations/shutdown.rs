@@ -3,10 +3,7 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use diesel::{
-    QueryableByName,
-    sql_types::{BigInt, Text},
-};
+use diesel::{QueryableByName, sql_types::Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use invoice_cases::pb::{self, StateChangeEvent, watch_state_changes_request::Start};
 use tokio::time::Instant;
@@ -211,12 +208,6 @@ struct State {
     state: String,
 }
 
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_a_call_in_flight_and_refuses_new_ones() {
     let database_url = cluster().new_database();
@@ -254,14 +245,13 @@ async fn sigterm_drains_a_call_in_flight_and_refuses_new_ones() {
         .expect("connect");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let waiting: Count = diesel::sql_query(
+        let waiting = crate::helpers::count_rows(
+            &mut observer,
             "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
              AND application_name = 'invoice-cases' AND wait_event_type = 'Lock'",
         )
-        .get_result(&mut observer)
-        .await
-        .expect("pg_stat_activity");
-        if waiting.n > 0 {
+        .await;
+        if waiting > 0 {
             break;
         }
         assert!(

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection};
 use futures::{StreamExt, stream};
 use invoice_cases::pb::{self, watch_state_changes_request::Start};
 use prost::Message;
@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use crate::{
     helpers::{
-        OpenTransaction, TestApp, all_cases, cluster, create, get, line, lock_table, new_case, ok,
-        settings, spawn_app, spawn_app_with, submit, violated_fields,
+        OpenTransaction, TestApp, all_cases, cluster, count_rows, create, get, line, lock_table,
+        new_case, ok, settings, spawn_app, spawn_app_with, submit, violated_fields,
     },
     support::{case_in, event_count},
 };
@@ -619,23 +619,16 @@ async fn a_client_deadline_bounds_the_database_work() {
 /// Service statements of this database still waiting for a lock (the
 /// event reader's own reads left out).
 async fn blocked_service_statements(database_url: &str) -> i64 {
-    #[derive(diesel::QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
     let mut conn = AsyncPgConnection::establish(database_url)
         .await
         .expect("a raw connection");
-    let count: Count = diesel::sql_query(
+    count_rows(
+        &mut conn,
         "SELECT count(*) AS n FROM pg_stat_activity \
          WHERE datname = current_database() AND application_name = 'invoice-cases' \
            AND wait_event_type = 'Lock' AND query NOT LIKE '%pg_current_snapshot%'",
     )
-    .get_result(&mut conn)
     .await
-    .expect("read pg_stat_activity");
-    count.n
 }
 
 #[tokio::test]

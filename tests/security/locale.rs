@@ -21,7 +21,7 @@ use tokio::{
 use tonic::Code;
 
 use crate::{
-    helpers::{cluster, create, get, settings, spawn_app_with, submit},
+    helpers::{cluster, count_rows, create, get, settings, spawn_app_with, submit},
     limits::{RowLock, with_deadline},
 };
 
@@ -190,27 +190,21 @@ async fn database_errors_in_another_language_keep_their_meaning() {
 /// Ends (pg_terminate_backend) the service's connections that wait for a
 /// lock, once one does; returns how many.
 async fn terminate_waiting_service_backends(database_url: &str) -> i64 {
-    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+    use diesel_async::{AsyncConnection, AsyncPgConnection};
 
-    #[derive(diesel::QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
     let mut conn = AsyncPgConnection::establish(database_url)
         .await
         .expect("a raw connection");
     for _ in 0..100 {
-        let count: Count = diesel::sql_query(
+        let terminated = count_rows(
+            &mut conn,
             "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity \
              WHERE datname = current_database() AND application_name = 'invoice-cases' \
                AND wait_event_type = 'Lock'",
         )
-        .get_result(&mut conn)
-        .await
-        .expect("terminate the waiting backends");
-        if count.n > 0 {
-            return count.n;
+        .await;
+        if terminated > 0 {
+            return terminated;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

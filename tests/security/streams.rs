@@ -14,8 +14,8 @@ use tonic_types::StatusExt;
 
 use crate::{
     helpers::{
-        TestApp, authorized, cluster, create, lock_table, settings, spawn_app, spawn_app_with,
-        submit,
+        TestApp, authorized, cluster, count_rows, create, lock_table, settings, spawn_app,
+        spawn_app_with, submit,
     },
     limits::RowLock,
 };
@@ -241,25 +241,18 @@ async fn the_stream_limit_refuses_before_any_database_work() {
 /// Service connections of this database inside a transaction that waits
 /// for its client (a snapshot whose stream is not read).
 async fn idle_in_transaction(database_url: &str) -> i64 {
-    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+    use diesel_async::{AsyncConnection, AsyncPgConnection};
 
-    #[derive(diesel::QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
     let mut conn = AsyncPgConnection::establish(database_url)
         .await
         .expect("a raw connection");
-    let count: Count = diesel::sql_query(
+    count_rows(
+        &mut conn,
         "SELECT count(*) AS n FROM pg_stat_activity \
          WHERE datname = current_database() AND application_name = 'invoice-cases' \
            AND state = 'idle in transaction'",
     )
-    .get_result(&mut conn)
     .await
-    .expect("read pg_stat_activity");
-    count.n
 }
 
 #[tokio::test]
