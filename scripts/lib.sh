@@ -86,3 +86,27 @@ ensure_grpcurl() {
     install -m 0755 "$binary" "$TOOLS/bin/grpcurl"
     grpcurl -version
 }
+
+# buf 1.75.0 (proto lint and breaking-change checks), from the npm
+# registry's @bufbuild/buf into target/tools/buf, so nothing is installed
+# system-wide. The version is pinned: a newer buf may add lint rules and
+# fail a proto that passed.
+ensure_buf() {
+    local version=1.75.0 prefix="$TOOLS/buf"
+    export PATH="$prefix/node_modules/.bin:$PATH"
+    # The installed launcher answers for itself: quick, and a buf elsewhere
+    # on PATH of another version does not count.
+    if [ "$("$prefix/node_modules/.bin/buf" --version 2>/dev/null)" = "$version" ]; then return 0; fi
+    if ! command -v npm >/dev/null 2>&1; then
+        apt_install nodejs npm
+    fi
+    say "installing buf $version (npm: @bufbuild/buf)"
+    mkdir -p "$prefix"
+    # The binary comes in the optional dependency for this platform, hence
+    # --include=optional. The package's postinstall script only checks that
+    # binary (or fetches it when optional dependencies were left out); the
+    # version check below does the same, so scripts are not run.
+    npm install --prefix "$prefix" --save-exact --include=optional --ignore-scripts \
+        --no-audit --no-fund --loglevel=error "@bufbuild/buf@$version"
+    [ "$(buf --version)" = "$version" ] || { say "buf $version did not install"; return 1; }
+}
