@@ -14,15 +14,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // embed_migrations! reads migrations/ at compile time.
     println!("cargo:rerun-if-changed=migrations");
 
-    let fds = protox::compile([proto], ["proto"])?;
+    let mut compiler = protox::Compiler::new(["proto"])?;
+    compiler
+        .include_source_info(true)
+        .include_imports(true)
+        .open_files([proto])?;
     // `compile_fds` ignores `file_descriptor_set_path`, so the set that
-    // reflection serves (with source info: grpcurl shows the comments) is
-    // written here.
+    // reflection serves is written here: with source info (grpcurl shows
+    // the comments), and encoded by protox itself, which keeps the custom
+    // options (`google.api.field_behavior`) that a prost
+    // `FileDescriptorSet` would drop.
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(
         out_dir.join("invoicecase_descriptor.bin"),
-        fds.encode_to_vec(),
+        compiler.encode_file_descriptor_set(),
     )?;
+    let fds = compiler.file_descriptor_set();
 
     tonic_prost_build::configure()
         .codec_path("crate::codec::ValidatingCodec")

@@ -745,9 +745,9 @@ where
 }
 
 /// A two-line case of `account`.
-fn new_case(account: &str, priority: pb::Priority) -> pb::InvoiceCase {
+fn new_case(account: &str, priority: pb::invoice_case::Priority) -> pb::InvoiceCase {
     let line = |n: u32| pb::CaseLine {
-        dispute_code: pb::DisputeCode::PricingDiscrepancy.into(),
+        dispute_code: pb::case_line::DisputeCode::PricingDiscrepancy.into(),
         short_description: format!("Unit price of line {n} above the agreed one"),
         invoice_line_ref: n.to_string(),
         invoiced_amount: "125.00".into(),
@@ -783,6 +783,7 @@ async fn lifecycle(
         .create_invoice_case(pb::CreateInvoiceCaseRequest {
             invoice_case: Some(new_case(&account, priority(i))),
             request_id: String::new(),
+            comment: String::new(),
         })
         .await
         .map_err(failed("CreateInvoiceCase"))?
@@ -815,7 +816,7 @@ async fn lifecycle(
                 case_id: id.clone(),
                 line_id: line.id.clone(),
                 state: state.into(),
-                resolution_code: pb::ResolutionCode::SolvedCredit.into(),
+                resolution_code: pb::invoice_case::ResolutionCode::SolvedCredit.into(),
                 ..Default::default()
             })
             .await
@@ -836,12 +837,12 @@ async fn lifecycle(
     Ok(id)
 }
 
-fn priority(i: u64) -> pb::Priority {
+fn priority(i: u64) -> pb::invoice_case::Priority {
     match i % 4 {
-        0 => pb::Priority::Critical,
-        1 => pb::Priority::High,
-        2 => pb::Priority::Moderate,
-        _ => pb::Priority::Low,
+        0 => pb::invoice_case::Priority::Critical,
+        1 => pb::invoice_case::Priority::High,
+        2 => pb::invoice_case::Priority::Moderate,
+        _ => pb::invoice_case::Priority::Low,
     }
 }
 
@@ -881,6 +882,7 @@ async fn seed(clients: Vec<Client>, count: usize) -> anyhow::Result<()> {
                     .create_invoice_case(pb::CreateInvoiceCaseRequest {
                         invoice_case: Some(new_case(&account, priority(i))),
                         request_id: String::new(),
+                        comment: String::new(),
                     })
                     .await
                     .map_err(failed("CreateInvoiceCase"))?
@@ -930,9 +932,9 @@ async fn seed(clients: Vec<Client>, count: usize) -> anyhow::Result<()> {
                     client
                         .propose_solution(pb::ProposeSolutionRequest {
                             case_id: id.clone(),
-                            resolution_code: pb::ResolutionCode::SolvedCredit.into(),
+                            resolution_code: pb::invoice_case::ResolutionCode::SolvedCredit.into(),
                             resolution_notes: "credit note".into(),
-                            default_outcome: pb::LineOutcome::Accepted.into(),
+                            default_outcome: pb::case_line::State::ResolvedAccepted.into(),
                             ..Default::default()
                         })
                         .await

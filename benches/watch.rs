@@ -42,8 +42,10 @@ use std::{
 
 use anyhow::{Context as _, anyhow};
 use invoice_cases::pb::{
-    self, WatchStateChangesRequest, invoice_case_service_client::InvoiceCaseServiceClient,
-    state_change_event::Action, watch_state_changes_request::Start,
+    self, WatchStateChangesRequest,
+    invoice_case_service_client::InvoiceCaseServiceClient,
+    state_change_event::Action,
+    watch_state_changes_request::{FromBeginning, Start},
     watch_state_changes_response::Kind,
 };
 use invoice_cases_test_support::{
@@ -943,7 +945,7 @@ async fn resume(
 ) -> Option<Streaming<pb::WatchStateChangesResponse>> {
     let start = match cursor {
         Some(cursor) => Start::AfterCursor(cursor),
-        None => Start::FromBeginning(true),
+        None => Start::FromBeginning(FromBeginning {}),
     };
     for attempt in 0..10u32 {
         if *stop.borrow() {
@@ -1116,6 +1118,7 @@ async fn transition(
                 .create_invoice_case(pb::CreateInvoiceCaseRequest {
                     invoice_case: Some(new_case(&account(writer, case))),
                     request_id: String::new(),
+                    comment: String::new(),
                 })
                 .await
         }
@@ -1155,9 +1158,9 @@ async fn transition(
             client
                 .propose_solution(pb::ProposeSolutionRequest {
                     case_id,
-                    resolution_code: pb::ResolutionCode::SolvedCredit.into(),
+                    resolution_code: pb::invoice_case::ResolutionCode::SolvedCredit.into(),
                     resolution_notes: "credit note issued".into(),
-                    default_outcome: pb::LineOutcome::Accepted.into(),
+                    default_outcome: pb::case_line::State::ResolvedAccepted.into(),
                     ..Default::default()
                 })
                 .await
@@ -1177,7 +1180,7 @@ async fn transition(
 /// A single-invoice case of `account` with two lines.
 fn new_case(account: &str) -> pb::InvoiceCase {
     let line = |n: usize| pb::CaseLine {
-        dispute_code: pb::DisputeCode::PricingDiscrepancy.into(),
+        dispute_code: pb::case_line::DisputeCode::PricingDiscrepancy.into(),
         short_description: format!("line {n}"),
         invoiced_amount: "100.00".into(),
         disputed_amount: "40.00".into(),

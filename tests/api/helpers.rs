@@ -149,7 +149,7 @@ impl TestApp {
 /// A valid line.
 pub fn line(description: &str) -> pb::CaseLine {
     pb::CaseLine {
-        dispute_code: pb::DisputeCode::PricingDiscrepancy.into(),
+        dispute_code: pb::case_line::DisputeCode::PricingDiscrepancy.into(),
         short_description: description.to_owned(),
         invoiced_amount: "100.00".into(),
         disputed_amount: "40.00".into(),
@@ -175,7 +175,7 @@ pub async fn create(client: &mut Client, account: &str, lines: usize) -> pb::Inv
     client
         .create_invoice_case(pb::CreateInvoiceCaseRequest {
             invoice_case: Some(new_case(account, lines)),
-            request_id: String::new(),
+            ..Default::default()
         })
         .await
         .expect("create a case")
@@ -262,9 +262,9 @@ pub fn cancel(id: &str) -> pb::CancelCaseRequest {
 pub fn propose_all(id: &str) -> pb::ProposeSolutionRequest {
     pb::ProposeSolutionRequest {
         case_id: id.to_owned(),
-        resolution_code: pb::ResolutionCode::SolvedCredit.into(),
+        resolution_code: pb::invoice_case::ResolutionCode::SolvedCredit.into(),
         resolution_notes: "credit note issued".into(),
-        default_outcome: pb::LineOutcome::Accepted.into(),
+        default_outcome: pb::case_line::State::ResolvedAccepted.into(),
         ..Default::default()
     }
 }
@@ -346,7 +346,7 @@ pub fn assert_invariants(case: &pb::InvoiceCase) {
 
 /// Replays a case's event log and checks it yields the stored states.
 pub async fn assert_replay_matches(client: &mut Client, id: &str) {
-    use pb::state_change::Entity;
+    use pb::state_change::Transition;
     let case = get(client, id).await;
     let events = history(client, id).await;
     let mut case_state = pb::invoice_case::State::Unspecified;
@@ -355,27 +355,27 @@ pub async fn assert_replay_matches(client: &mut Client, id: &str) {
         assert_eq!(event.case_id, case.id);
         assert!(!event.changes.is_empty(), "an event without changes");
         for change in &event.changes {
-            match change.entity() {
-                Entity::Case => {
-                    assert_eq!(change.case_from_state(), case_state, "{event:?}");
-                    case_state = change.case_to_state();
+            match &change.transition {
+                Some(Transition::CaseTransition(t)) => {
+                    assert_eq!(t.from_state(), case_state, "{event:?}");
+                    case_state = t.to_state();
                 }
-                Entity::Line => {
+                Some(Transition::LineTransition(t)) => {
                     let from = lines
-                        .get(&change.id)
+                        .get(&t.id)
                         .copied()
                         .unwrap_or(pb::case_line::State::Unspecified);
-                    assert_eq!(change.line_from_state(), from, "{event:?}");
-                    match change.line_to_state() {
+                    assert_eq!(t.from_state(), from, "{event:?}");
+                    match t.to_state() {
                         pb::case_line::State::Unspecified => {
-                            lines.remove(&change.id);
+                            lines.remove(&t.id);
                         }
                         to => {
-                            lines.insert(change.id.clone(), to);
+                            lines.insert(t.id.clone(), to);
                         }
                     }
                 }
-                Entity::Unspecified => panic!("change without entity: {change:?}"),
+                None => panic!("change without transition: {change:?}"),
             }
         }
     }

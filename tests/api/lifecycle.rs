@@ -64,3 +64,76 @@ async fn a_case_runs_its_whole_lifecycle() {
     assert_eq!(events[2].actor, "alice");
     assert_replay_matches(&mut agent, &case.id).await;
 }
+
+/// Every mutating request carries a comment, recorded on its event: the
+/// create's on CREATE, and AddCaseLine's and RemoveCaseLine's on theirs.
+/// A comment over 4000 characters is refused on each, naming `comment`.
+#[tokio::test]
+async fn comments_of_create_add_and_remove_line_are_recorded_on_their_events() {
+    use pb::state_change_event::Action as A;
+
+    let app = spawn_app().await;
+    let mut admin = app.admin().await;
+    let long = "c".repeat(4001);
+    let status = expect_code(
+        admin
+            .create_invoice_case(pb::CreateInvoiceCaseRequest {
+                invoice_case: Some(new_case("ACME", 1)),
+                comment: long.clone(),
+                ..Default::default()
+            })
+            .await,
+        tonic::Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&status), ["comment"]);
+    assert!(all_cases(&mut admin).await.is_empty(), "nothing created");
+
+    let case = ok(admin
+        .create_invoice_case(pb::CreateInvoiceCaseRequest {
+            invoice_case: Some(new_case("ACME", 1)),
+            comment: "opened on the phone".into(),
+            ..Default::default()
+        })
+        .await);
+    let add = |comment: &str| pb::AddCaseLineRequest {
+        case_id: case.id.clone(),
+        line: Some(line("added")),
+        comment: comment.to_owned(),
+        ..Default::default()
+    };
+    let status = expect_code(
+        admin.add_case_line(add(&long)).await,
+        tonic::Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&status), ["comment"]);
+    let added = ok(admin.add_case_line(add("one more line")).await);
+    assert_eq!(added.lines.len(), 2);
+    let remove = |comment: &str| pb::RemoveCaseLineRequest {
+        case_id: case.number.clone(),
+        line_id: added.lines[1].id.clone(),
+        comment: comment.to_owned(),
+        ..Default::default()
+    };
+    let status = expect_code(
+        admin.remove_case_line(remove(&long)).await,
+        tonic::Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&status), ["comment"]);
+    let removed = ok(admin.remove_case_line(remove("added by mistake")).await);
+    assert_eq!(removed.lines.len(), 1);
+
+    let events = history(&mut admin, &case.id).await;
+    let recorded: Vec<(A, &str)> = events
+        .iter()
+        .map(|e| (e.action(), e.comment.as_str()))
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            (A::Create, "opened on the phone"),
+            (A::AddLine, "one more line"),
+            (A::RemoveLine, "added by mistake"),
+        ]
+    );
+    assert_replay_matches(&mut admin, &case.id).await;
+}

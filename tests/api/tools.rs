@@ -5,6 +5,7 @@
 use std::{process::Stdio, time::Duration};
 
 use invoice_cases::pb;
+use prost::Message as _;
 use tokio::{io::AsyncReadExt, process::Command};
 use tokio_stream::StreamExt;
 use tonic_reflection::pb::v1::{
@@ -44,6 +45,15 @@ async fn run_grpcurl(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// The JSON messages grpcurl printed one after the other (a stream's), up
+/// to the first text that is not one.
+fn json_messages(output: &str) -> Vec<serde_json::Value> {
+    serde_json::Deserializer::from_str(output)
+        .into_iter::<serde_json::Value>()
+        .map_while(Result::ok)
+        .collect()
 }
 
 #[tokio::test]
@@ -126,6 +136,32 @@ async fn grpcurl_lists_describes_and_calls_the_service_without_proto_files() {
     assert!(
         refusal.contains(r#""currentState":"DRAFT""#),
         "details are decoded:\n{refusal}"
+    );
+
+    // ProposeSolution's outcomes are line states by their JSON names.
+    let mut admin = app.admin().await;
+    ok(admin.submit_case(submit(&number)).await);
+    ok(admin.assign_to_me(assign(&number)).await);
+    let propose = format!(
+        r#"{{"case_id": "{number}", "resolution_code": "SOLVED_CREDIT",
+            "resolution_notes": "credit note issued", "default_outcome": "RESOLVED_ACCEPTED"}}"#
+    );
+    let (ok_propose, proposed, err) = run_grpcurl(&[
+        "-plaintext",
+        "-H",
+        &auth,
+        "-d",
+        &propose,
+        &addr,
+        "invoicecase.v1.InvoiceCaseService/ProposeSolution",
+    ])
+    .await;
+    assert!(ok_propose, "grpcurl ProposeSolution failed: {err}");
+    let proposed: serde_json::Value = serde_json::from_str(&proposed).expect("JSON output");
+    assert_eq!(proposed["state"], "RESOLVED", "{proposed}");
+    assert_eq!(
+        proposed["lines"][0]["state"], "RESOLVED_ACCEPTED",
+        "{proposed}"
     );
 
     // Without a token: UNAUTHENTICATED.
@@ -221,6 +257,79 @@ async fn grpcurl_watches_a_case_and_resumes_after_a_cursor() {
     .await;
     assert!(resumed.contains("\"action\": \"SUBMIT\""), "{resumed}");
     assert!(!resumed.contains("\"action\": \"CREATE\""), "{resumed}");
+    // Each change is a case or a line transition, in its JSON form.
+    let submitted = json_messages(&resumed)
+        .into_iter()
+        .find_map(|m| m.get("event").filter(|e| e["action"] == "SUBMIT").cloned())
+        .unwrap_or_else(|| panic!("no SUBMIT event in:\n{resumed}"));
+    assert_eq!(
+        submitted["changes"],
+        serde_json::json!([
+            {
+                "cause": "DIRECT",
+                "caseTransition": {
+                    "id": case.id,
+                    "number": case.number,
+                    "fromState": "DRAFT",
+                    "toState": "NEW"
+                }
+            },
+            {
+                "cause": "CASCADE",
+                "lineTransition": {
+                    "id": case.lines[0].id,
+                    "number": case.lines[0].number,
+                    "fromState": "DRAFT",
+                    "toState": "NEW"
+                }
+            }
+        ]),
+        "{resumed}"
+    );
+
+    // The start messages: `from_beginning` replays both events,
+    // `with_snapshot` shows the case, then the snapshot's end.
+    let start = |start: &str| format!(r#"{{"case_id": "{}", "{start}": {{}}}}"#, case.number);
+    let (_, replayed, _) = run_grpcurl(&[
+        "-plaintext",
+        "-H",
+        &auth,
+        "-max-time",
+        "3",
+        "-d",
+        &start("from_beginning"),
+        &addr,
+        "invoicecase.v1.InvoiceCaseService/WatchStateChanges",
+    ])
+    .await;
+    let actions: Vec<String> = json_messages(&replayed)
+        .iter()
+        .filter_map(|m| m["event"]["action"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(actions, ["CREATE", "SUBMIT"], "{replayed}");
+    let (_, snapshot, _) = run_grpcurl(&[
+        "-plaintext",
+        "-H",
+        &auth,
+        "-max-time",
+        "3",
+        "-d",
+        &start("with_snapshot"),
+        &addr,
+        "invoicecase.v1.InvoiceCaseService/WatchStateChanges",
+    ])
+    .await;
+    let messages = json_messages(&snapshot);
+    assert!(messages.len() >= 2, "{snapshot}");
+    assert_eq!(
+        messages[0]["snapshotCase"]["number"], case.number,
+        "{snapshot}"
+    );
+    assert_eq!(messages[0]["snapshotCase"]["state"], "NEW", "{snapshot}");
+    assert!(
+        messages[1]["snapshotComplete"]["cursor"].is_string(),
+        "{snapshot}"
+    );
 }
 
 #[tokio::test]
@@ -242,6 +351,40 @@ async fn reflection_v1_serves_the_service_too() {
     match response.message_response {
         Some(MessageResponse::FileDescriptorResponse(files)) => {
             assert!(!files.file_descriptor_proto.is_empty());
+        }
+        other => panic!("unexpected reflection answer: {other:?}"),
+    }
+
+    // The service's file imports google/api/field_behavior.proto, which
+    // reflection serves too (a client resolving the imports needs it).
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileByFilename(
+            "google/api/field_behavior.proto".into(),
+        )),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection v1")
+        .into_inner();
+    let response = responses.next().await.expect("a response").expect("ok");
+    match response.message_response {
+        Some(MessageResponse::FileDescriptorResponse(files)) => {
+            let names: Vec<String> = files
+                .file_descriptor_proto
+                .iter()
+                .map(|bytes| {
+                    prost_types::FileDescriptorProto::decode(bytes.as_slice())
+                        .expect("a file descriptor")
+                        .name()
+                        .to_owned()
+                })
+                .collect();
+            assert!(
+                names.iter().any(|n| n == "google/api/field_behavior.proto"),
+                "{names:?}"
+            );
         }
         other => panic!("unexpected reflection answer: {other:?}"),
     }

@@ -4,7 +4,11 @@
 use std::{collections::HashMap, time::Duration};
 
 use invoice_cases::{
-    pb::{self, invoice_case::State as C, watch_state_changes_request::Start},
+    pb::{
+        self,
+        invoice_case::State as C,
+        watch_state_changes_request::{FromBeginning, Start, WithSnapshot},
+    },
     store::{PoolSettings, Store},
 };
 use tonic::Code;
@@ -94,7 +98,11 @@ async fn resuming_from_every_cursor_yields_exactly_the_rest() {
         let _ = case;
         let _ = create(&mut admin, account, 1).await;
     }
-    let mut stream = open(&mut admin, watch("", "", Some(Start::FromBeginning(true)))).await;
+    let mut stream = open(
+        &mut admin,
+        watch("", "", Some(Start::FromBeginning(FromBeginning {}))),
+    )
+    .await;
     let recorded = read_events(&mut stream, 15).await;
     assert_eq!(recorded.len(), 15);
     let quiet = read_until_progress(&mut stream, 1).await;
@@ -176,7 +184,11 @@ async fn a_snapshot_then_live_events_lose_and_repeat_nothing() {
             ok(client.assign_to_me(assign(id)).await);
         }
     });
-    let mut stream = open(&mut admin, watch("", "", Some(Start::WithSnapshot(true)))).await;
+    let mut stream = open(
+        &mut admin,
+        watch("", "", Some(Start::WithSnapshot(WithSnapshot {}))),
+    )
+    .await;
     let mut received = Received::default();
     read_until(&mut stream, &mut received, Duration::from_secs(30), |r| {
         r.snapshot_cursor.is_some()
@@ -244,13 +256,21 @@ async fn accounts_limit_snapshots_and_replays() {
     let token = app.token("vera", &["viewer"], Some(&["MINE"]));
     let mut viewer = app.client_with(Some(&token)).await;
 
-    let mut replay = open(&mut viewer, watch("", "", Some(Start::FromBeginning(true)))).await;
+    let mut replay = open(
+        &mut viewer,
+        watch("", "", Some(Start::FromBeginning(FromBeginning {}))),
+    )
+    .await;
     let events = read_events(&mut replay, 2).await;
     assert!(events.iter().all(|e| e.account_id == "MINE"), "{events:?}");
     let quiet = read_until_progress(&mut replay, 1).await;
     assert!(quiet.events.is_empty(), "{:?}", quiet.events);
 
-    let mut snapshot = open(&mut viewer, watch("", "", Some(Start::WithSnapshot(true)))).await;
+    let mut snapshot = open(
+        &mut viewer,
+        watch("", "", Some(Start::WithSnapshot(WithSnapshot {}))),
+    )
+    .await;
     let mut received = Received::default();
     read_until(&mut snapshot, &mut received, Duration::from_secs(10), |r| {
         r.snapshot_cursor.is_some()
@@ -289,7 +309,11 @@ async fn a_marker_above_the_horizon_resumes() {
     // open one.
     create(&mut admin, "ACME", 1).await;
 
-    let mut stream = open(&mut admin, watch("", "", Some(Start::WithSnapshot(true)))).await;
+    let mut stream = open(
+        &mut admin,
+        watch("", "", Some(Start::WithSnapshot(WithSnapshot {}))),
+    )
+    .await;
     let mut received = Received::default();
     read_until(&mut stream, &mut received, Duration::from_secs(30), |r| {
         r.snapshot_cursor.is_some()
@@ -394,7 +418,11 @@ async fn a_client_that_leaves_frees_its_stream_within_seconds() {
     for _ in 0..5 {
         streams.push(open(&mut admin, watch("", "", None)).await);
     }
-    let mut reading = open(&mut admin, watch("", "", Some(Start::WithSnapshot(true)))).await;
+    let mut reading = open(
+        &mut admin,
+        watch("", "", Some(Start::WithSnapshot(WithSnapshot {}))),
+    )
+    .await;
     let _ = read_until_progress(&mut reading, 1).await;
     assert_eq!(app.watch_streams(), 6);
     // Dropping a stream cancels it (RST_STREAM); the server must notice.

@@ -12,7 +12,10 @@ use diesel::{
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use invoice_cases::{
     embedded::EmbeddedPostgres,
-    pb::{self, watch_state_changes_request::Start},
+    pb::{
+        self,
+        watch_state_changes_request::{FromBeginning, Start},
+    },
 };
 use rand::Rng;
 use tonic::Code;
@@ -113,6 +116,7 @@ async fn churn(client: &mut Client, account: &str, cases: usize) {
         let create = pb::CreateInvoiceCaseRequest {
             invoice_case: Some(new_case(account, 2)),
             request_id: Uuid::new_v4().to_string(),
+            comment: String::new(),
         };
         let case = loop {
             match client.create_invoice_case(create.clone()).await {
@@ -422,7 +426,7 @@ async fn the_server_restarts_mid_stream_and_the_client_resumes() {
     let (events, interruptions) = follow_until(
         addr,
         &token,
-        Some(Start::FromBeginning(true)),
+        Some(Start::FromBeginning(FromBeginning {})),
         |events| events.len() >= total,
         Duration::from_secs(120),
     )
@@ -460,7 +464,7 @@ async fn postgres_restarts_mid_stream_and_nothing_is_lost() {
             follow_until(
                 app_addr,
                 &token,
-                Some(Start::FromBeginning(true)),
+                Some(Start::FromBeginning(FromBeginning {})),
                 |events| events.len() >= total,
                 Duration::from_secs(120),
             )
@@ -571,7 +575,7 @@ async fn a_catch_up_read_that_times_out_is_retried() {
     let lock = lock_table(&database_url, "case_events").await;
     let mut stream = open(
         &mut admin,
-        watch(&case.id, "", Some(Start::FromBeginning(true))),
+        watch(&case.id, "", Some(Start::FromBeginning(FromBeginning {}))),
     )
     .await;
     // Several reads time out meanwhile.

@@ -93,6 +93,7 @@ async fn json_logs_have_one_line_per_rpc_under_the_request_id() {
             pb::CreateInvoiceCaseRequest {
                 invoice_case: Some(new_case("ACME", 2)),
                 request_id: String::new(),
+                comment: String::new(),
             },
             "test-123",
         ))

@@ -418,6 +418,7 @@ async fn transitions_count_committed_actions_once_by_their_event_name() {
     let create_request = pb::CreateInvoiceCaseRequest {
         invoice_case: Some(new_case("ACME", 1)),
         request_id: Uuid::new_v4().to_string(),
+        comment: String::new(),
     };
     let case = ok(admin.create_invoice_case(create_request.clone()).await);
     let again = ok(admin.create_invoice_case(create_request).await);

@@ -65,6 +65,7 @@ async fn three_calls(client: &mut Client, case_id: &str) -> Vec<(&'static str, C
             client.create_invoice_case(deadline(pb::CreateInvoiceCaseRequest {
                 invoice_case: Some(new_case("ACME", 1)),
                 request_id: String::new(),
+                comment: String::new(),
             })),
         )
         .await,

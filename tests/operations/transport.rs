@@ -23,6 +23,7 @@ async fn a_client_sending_and_accepting_gzip_is_served() {
         .create_invoice_case(pb::CreateInvoiceCaseRequest {
             invoice_case: Some(new_case("ACME", 300)),
             request_id: String::new(),
+            comment: String::new(),
         })
         .await
         .expect("a gzip-compressed call");

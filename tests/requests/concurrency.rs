@@ -8,7 +8,7 @@ use invoice_cases::pb::{
     self,
     case_line::State as L,
     invoice_case::State as C,
-    state_change::{Cause, Entity},
+    state_change::{Cause, Transition},
 };
 use tokio::sync::Barrier;
 use tonic::{Code, Status};
@@ -282,7 +282,9 @@ async fn twenty_lines_resolved_at_once_resolve_the_case_exactly_once() {
     let cascades: Vec<_> = events
         .iter()
         .flat_map(|e| e.changes.iter())
-        .filter(|c| c.entity() == Entity::Case && c.case_to_state() == C::Resolved)
+        .filter(|c| {
+            matches!(&c.transition, Some(Transition::CaseTransition(t)) if t.to_state() == C::Resolved)
+        })
         .collect();
     assert_eq!(cascades.len(), 1, "R1 applied exactly once");
     assert_eq!(cascades[0].cause(), Cause::Cascade);
@@ -376,9 +378,11 @@ async fn lines_added_concurrently_are_all_kept() {
         .iter()
         .flat_map(|e| e.changes.iter())
         .filter(|c| {
-            c.entity() == Entity::Case
-                && c.case_from_state() == C::AwaitingInfo
-                && c.case_to_state() == C::WorkInProgress
+            matches!(
+                &c.transition,
+                Some(Transition::CaseTransition(t))
+                    if t.from_state() == C::AwaitingInfo && t.to_state() == C::WorkInProgress
+            )
         })
         .count();
     assert_eq!(back_to_work, 1, "R2 applied once");

@@ -31,6 +31,7 @@ fn create_request(case: Option<pb::InvoiceCase>) -> pb::CreateInvoiceCaseRequest
     pb::CreateInvoiceCaseRequest {
         invoice_case: case,
         request_id: String::new(),
+        comment: String::new(),
     }
 }
 
@@ -186,6 +187,7 @@ async fn malformed_cases_are_refused_naming_the_fields_and_nothing_is_created() 
             .create_invoice_case(pb::CreateInvoiceCaseRequest {
                 invoice_case: Some(new_case("ACME", 1)),
                 request_id: "x".into(),
+                comment: String::new(),
             })
             .await,
         &["request_id"],
@@ -455,6 +457,68 @@ async fn unknown_cases_and_lines_are_not_found() {
     assert_eq!(get(&mut admin, &wip.id).await, wip);
     assert_replay_matches(&mut admin, &draft.id).await;
     assert_replay_matches(&mut admin, &wip.id).await;
+}
+
+/// ProposeSolution's outcomes are line states, RESOLVED_ACCEPTED or
+/// RESOLVED_DENIED: any other state, as the default or for one line, is
+/// INVALID_ARGUMENT on that field, and changes nothing.
+#[tokio::test]
+async fn propose_solution_outcomes_other_than_the_resolved_line_states_are_invalid() {
+    let app = spawn_app().await;
+    let mut admin = app.admin().await;
+    let wip = case_in_state(&mut admin, C::WorkInProgress).await;
+    let events = history(&mut admin, &wip.id).await.len();
+    let outcome = |line: &pb::CaseLine, state: L| pb::propose_solution_request::LineOutcome {
+        line_id: line.id.clone(),
+        outcome: state.into(),
+        ..Default::default()
+    };
+
+    for state in [
+        L::Draft,
+        L::New,
+        L::WorkInProgress,
+        L::AwaitingInfo,
+        L::Canceled,
+    ] {
+        let mut request = propose_all(&wip.id);
+        request.default_outcome = state.into();
+        expect_fields(admin.propose_solution(request).await, &["default_outcome"]);
+
+        let mut request = propose_all(&wip.id);
+        request.line_outcomes = vec![
+            outcome(&wip.lines[0], L::ResolvedDenied),
+            outcome(&wip.lines[1], state),
+        ];
+        expect_fields(
+            admin.propose_solution(request).await,
+            &["line_outcomes[1].outcome"],
+        );
+    }
+    // A line outcome without an outcome, and values no state has.
+    let mut request = propose_all(&wip.id);
+    request.line_outcomes = vec![outcome(&wip.lines[0], L::Unspecified)];
+    expect_fields(
+        admin.propose_solution(request).await,
+        &["line_outcomes[0].outcome"],
+    );
+    for value in [8, -1] {
+        let mut request = propose_all(&wip.id);
+        request.default_outcome = value;
+        expect_fields(admin.propose_solution(request).await, &["default_outcome"]);
+    }
+
+    assert_eq!(get(&mut admin, &wip.id).await, wip);
+    assert_eq!(history(&mut admin, &wip.id).await.len(), events);
+
+    // The resolved states themselves are accepted.
+    let mut request = propose_all(&wip.id);
+    request.default_outcome = L::ResolvedDenied.into();
+    request.line_outcomes = vec![outcome(&wip.lines[0], L::ResolvedAccepted)];
+    let resolved = ok(admin.propose_solution(request).await);
+    assert_eq!(resolved.state(), C::Resolved);
+    let states: Vec<L> = resolved.lines.iter().map(|l| l.state()).collect();
+    assert_eq!(states, [L::ResolvedAccepted, L::ResolvedDenied]);
 }
 
 /// An HS256 token with the given `exp`, signed with `secret`.

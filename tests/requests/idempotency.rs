@@ -30,6 +30,7 @@ fn create_with(case: pb::InvoiceCase, request_id: &str) -> pb::CreateInvoiceCase
     pb::CreateInvoiceCaseRequest {
         invoice_case: Some(case),
         request_id: request_id.to_owned(),
+        comment: String::new(),
     }
 }
 
@@ -112,6 +113,7 @@ async fn a_repeated_add_line_adds_no_second_line() {
         line: Some(line("added once")),
         etag: String::new(),
         request_id: request_id(),
+        comment: String::new(),
     };
 
     let first = ok(admin.add_case_line(request.clone()).await);
@@ -169,6 +171,7 @@ async fn a_request_id_reused_for_a_different_request_is_invalid() {
             line: Some(line("one")),
             etag: String::new(),
             request_id: rid.clone(),
+            comment: String::new(),
         })
         .await);
     for (case_id, description) in [(&first.id, "two"), (&other.id, "one")] {
@@ -179,6 +182,7 @@ async fn a_request_id_reused_for_a_different_request_is_invalid() {
                     line: Some(line(description)),
                     etag: String::new(),
                     request_id: rid.clone(),
+                    comment: String::new(),
                 })
                 .await,
             Code::InvalidArgument,

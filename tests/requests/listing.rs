@@ -4,7 +4,9 @@
 use std::collections::HashSet;
 
 use invoice_cases::pb::{
-    self, Priority, invoice_case::State as C, state_change_event::Action as A,
+    self,
+    invoice_case::{Priority, State as C},
+    state_change_event::Action as A,
 };
 use tonic::Code;
 
@@ -174,6 +176,7 @@ async fn filters_select_by_state_account_assignee_and_priority() {
             .create_invoice_case(pb::CreateInvoiceCaseRequest {
                 invoice_case: Some(case),
                 request_id: String::new(),
+                comment: String::new(),
             })
             .await);
         let id = case.id.clone();

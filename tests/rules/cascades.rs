@@ -7,7 +7,7 @@ use invoice_cases::pb::{
     self,
     case_line::State as L,
     invoice_case::State as C,
-    state_change::{Cause, Entity},
+    state_change::{CaseTransition, Cause, LineTransition, Transition},
     state_change_event::Action as A,
 };
 use tonic::Code;
@@ -21,26 +21,26 @@ use crate::transitions::{By, assert_refused, assert_unchanged, refusal};
 /// The expected change of the case.
 fn case_change(case: &pb::InvoiceCase, cause: Cause, from: C, to: C) -> pb::StateChange {
     pb::StateChange {
-        entity: Entity::Case.into(),
-        id: case.id.clone(),
-        number: case.number.clone(),
         cause: cause.into(),
-        case_from_state: from.into(),
-        case_to_state: to.into(),
-        ..Default::default()
+        transition: Some(Transition::CaseTransition(CaseTransition {
+            id: case.id.clone(),
+            number: case.number.clone(),
+            from_state: from.into(),
+            to_state: to.into(),
+        })),
     }
 }
 
 /// The expected change of a line (`from` unspecified when it was added).
 fn line_change(line: &pb::CaseLine, cause: Cause, from: L, to: L) -> pb::StateChange {
     pb::StateChange {
-        entity: Entity::Line.into(),
-        id: line.id.clone(),
-        number: line.number.clone(),
         cause: cause.into(),
-        line_from_state: from.into(),
-        line_to_state: to.into(),
-        ..Default::default()
+        transition: Some(Transition::LineTransition(LineTransition {
+            id: line.id.clone(),
+            number: line.number.clone(),
+            from_state: from.into(),
+            to_state: to.into(),
+        })),
     }
 }
 
@@ -141,7 +141,7 @@ async fn create_with_amounts(client: &mut Client, disputed: &[&str]) -> pb::Invo
     ok(client
         .create_invoice_case(pb::CreateInvoiceCaseRequest {
             invoice_case: Some(case),
-            request_id: String::new(),
+            ..Default::default()
         })
         .await)
 }
@@ -292,7 +292,7 @@ async fn r1_canceling_the_last_open_line_of_a_work_in_progress_case_resolves_it(
     // Resolving one of two open lines: no cascade.
     let case = ok(agent
         .set_line_state(pb::SetLineStateRequest {
-            resolution_code: pb::ResolutionCode::SolvedSettlement.into(),
+            resolution_code: pb::invoice_case::ResolutionCode::SolvedSettlement.into(),
             resolution_notes: "settled".into(),
             approved_amount: Some("25.00".into()),
             ..set_line(&case.id, &case.lines[0].id, L::ResolvedAccepted)
@@ -316,7 +316,7 @@ async fn r1_canceling_the_last_open_line_of_a_work_in_progress_case_resolves_it(
     );
     assert_eq!(
         case.lines[0].resolution_code(),
-        pb::ResolutionCode::SolvedSettlement
+        pb::invoice_case::ResolutionCode::SolvedSettlement
     );
     assert_eq!(case.lines[0].resolution_notes, "settled");
 
@@ -547,7 +547,7 @@ async fn propose_solution_applies_each_line_outcome_and_the_default_to_the_rest(
     log.next(&mut client, &case, A::SetLineState).await;
     let case = ok(agent
         .set_line_state(pb::SetLineStateRequest {
-            resolution_code: pb::ResolutionCode::SolvedInvalidDispute.into(),
+            resolution_code: pb::invoice_case::ResolutionCode::SolvedInvalidDispute.into(),
             resolution_notes: "not our error".into(),
             ..set_line(&case.id, &case.lines[3].id, L::ResolvedDenied)
         })
@@ -561,20 +561,20 @@ async fn propose_solution_applies_each_line_outcome_and_the_default_to_the_rest(
     let case = ok(agent
         .propose_solution(pb::ProposeSolutionRequest {
             case_id: case.id.clone(),
-            resolution_code: pb::ResolutionCode::SolvedCredit.into(),
+            resolution_code: pb::invoice_case::ResolutionCode::SolvedCredit.into(),
             resolution_notes: "credit note issued".into(),
-            default_outcome: pb::LineOutcome::Denied.into(),
+            default_outcome: L::ResolvedDenied.into(),
             line_outcomes: vec![
-                pb::LineOutcomeEntry {
+                pb::propose_solution_request::LineOutcome {
                     line_id: before.lines[0].number.clone(),
-                    outcome: pb::LineOutcome::Accepted.into(),
+                    outcome: L::ResolvedAccepted.into(),
                     approved_amount: Some("30.00".into()),
-                    resolution_code: pb::ResolutionCode::SolvedSettlement.into(),
+                    resolution_code: pb::invoice_case::ResolutionCode::SolvedSettlement.into(),
                     resolution_notes: "settled at 30".into(),
                 },
-                pb::LineOutcomeEntry {
+                pb::propose_solution_request::LineOutcome {
                     line_id: before.lines[1].id.clone(),
-                    outcome: pb::LineOutcome::Accepted.into(),
+                    outcome: L::ResolvedAccepted.into(),
                     ..Default::default()
                 },
             ],
@@ -583,7 +583,10 @@ async fn propose_solution_applies_each_line_outcome_and_the_default_to_the_rest(
         .await);
     assert_eq!(case.state(), C::Resolved);
     assert!(case.resolve_time.is_some(), "resolve_time is set");
-    assert_eq!(case.resolution_code(), pb::ResolutionCode::SolvedCredit);
+    assert_eq!(
+        case.resolution_code(),
+        pb::invoice_case::ResolutionCode::SolvedCredit
+    );
     assert_eq!(case.resolution_notes, "credit note issued");
     let lines = &case.lines;
     assert_eq!(
@@ -616,26 +619,32 @@ async fn propose_solution_applies_each_line_outcome_and_the_default_to_the_rest(
     assert_amount(lines[0].approved_amount.as_deref(), "30", "line 1");
     assert_eq!(
         lines[0].resolution_code(),
-        pb::ResolutionCode::SolvedSettlement
+        pb::invoice_case::ResolutionCode::SolvedSettlement
     );
     assert_eq!(lines[0].resolution_notes, "settled at 30");
     // Line 2: accepted without an amount approves the disputed amount; the
     // case's code and notes.
     assert_eq!(lines[1].state(), L::ResolvedAccepted);
     assert_amount(lines[1].approved_amount.as_deref(), "12.34", "line 2");
-    assert_eq!(lines[1].resolution_code(), pb::ResolutionCode::SolvedCredit);
+    assert_eq!(
+        lines[1].resolution_code(),
+        pb::invoice_case::ResolutionCode::SolvedCredit
+    );
     assert_eq!(lines[1].resolution_notes, "credit note issued");
     // Line 3: the default outcome, denied, approves 0.
     assert_eq!(lines[2].state(), L::ResolvedDenied);
     assert_amount(lines[2].approved_amount.as_deref(), "0", "line 3");
-    assert_eq!(lines[2].resolution_code(), pb::ResolutionCode::SolvedCredit);
+    assert_eq!(
+        lines[2].resolution_code(),
+        pb::invoice_case::ResolutionCode::SolvedCredit
+    );
     assert_eq!(lines[2].resolution_notes, "credit note issued");
     // Lines 4 and 5 were final already: untouched.
     assert_eq!(lines[3], before.lines[3], "an already final line");
     assert_eq!(lines[4], before.lines[4], "an already final line");
     assert_eq!(
         lines[3].resolution_code(),
-        pb::ResolutionCode::SolvedInvalidDispute
+        pb::invoice_case::ResolutionCode::SolvedInvalidDispute
     );
     assert_eq!(lines[4].state(), L::Canceled);
 
@@ -657,18 +666,18 @@ async fn propose_solution_with_an_outcome_per_line_and_no_default() {
     let case = ok(agent
         .propose_solution(pb::ProposeSolutionRequest {
             case_id: case.id.clone(),
-            resolution_code: pb::ResolutionCode::SolvedWriteOff.into(),
+            resolution_code: pb::invoice_case::ResolutionCode::SolvedWriteOff.into(),
             resolution_notes: "written off".into(),
             line_outcomes: vec![
-                pb::LineOutcomeEntry {
+                pb::propose_solution_request::LineOutcome {
                     line_id: case.lines[0].id.clone(),
-                    outcome: pb::LineOutcome::Denied.into(),
-                    resolution_code: pb::ResolutionCode::SolvedInvalidDispute.into(),
+                    outcome: L::ResolvedDenied.into(),
+                    resolution_code: pb::invoice_case::ResolutionCode::SolvedInvalidDispute.into(),
                     ..Default::default()
                 },
-                pb::LineOutcomeEntry {
+                pb::propose_solution_request::LineOutcome {
                     line_id: case.lines[1].id.clone(),
-                    outcome: pb::LineOutcome::Accepted.into(),
+                    outcome: L::ResolvedAccepted.into(),
                     ..Default::default()
                 },
             ],
@@ -698,7 +707,7 @@ async fn propose_solution_with_an_outcome_per_line_and_no_default() {
     assert_amount(lines[0].approved_amount.as_deref(), "0", "denied line");
     assert_eq!(
         lines[0].resolution_code(),
-        pb::ResolutionCode::SolvedInvalidDispute
+        pb::invoice_case::ResolutionCode::SolvedInvalidDispute
     );
     assert_eq!(lines[0].resolution_notes, "written off");
     assert_amount(
@@ -708,7 +717,7 @@ async fn propose_solution_with_an_outcome_per_line_and_no_default() {
     );
     assert_eq!(
         lines[1].resolution_code(),
-        pb::ResolutionCode::SolvedWriteOff
+        pb::invoice_case::ResolutionCode::SolvedWriteOff
     );
     assert_eq!(lines[1].resolution_notes, "written off");
     assert_replay_matches(&mut client, &case.id).await;
@@ -730,16 +739,18 @@ async fn propose_solution_without_an_outcome_for_every_open_line_names_the_lines
     let before = get(&mut client, &case.id).await;
     let numbers: Vec<&str> = before.lines.iter().map(|l| l.number.as_str()).collect();
 
-    let request = |line_outcomes: Vec<pb::LineOutcomeEntry>| pb::ProposeSolutionRequest {
-        case_id: before.id.clone(),
-        resolution_code: pb::ResolutionCode::SolvedCredit.into(),
-        resolution_notes: "credit note issued".into(),
-        line_outcomes,
-        ..Default::default()
+    let request = |line_outcomes: Vec<pb::propose_solution_request::LineOutcome>| {
+        pb::ProposeSolutionRequest {
+            case_id: before.id.clone(),
+            resolution_code: pb::invoice_case::ResolutionCode::SolvedCredit.into(),
+            resolution_notes: "credit note issued".into(),
+            line_outcomes,
+            ..Default::default()
+        }
     };
-    let first_only = vec![pb::LineOutcomeEntry {
+    let first_only = vec![pb::propose_solution_request::LineOutcome {
         line_id: before.lines[0].id.clone(),
-        outcome: pb::LineOutcome::Accepted.into(),
+        outcome: L::ResolvedAccepted.into(),
         ..Default::default()
     }];
     // (entries given, the open lines without an outcome)
@@ -778,7 +789,7 @@ async fn propose_solution_without_an_outcome_for_every_open_line_names_the_lines
     // With a default for the rest it goes through.
     let case = ok(agent
         .propose_solution(pb::ProposeSolutionRequest {
-            default_outcome: pb::LineOutcome::Denied.into(),
+            default_outcome: L::ResolvedDenied.into(),
             ..request(Vec::new())
         })
         .await);

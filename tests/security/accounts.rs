@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use invoice_cases::pb::{
-    self, invoice_case::State as CaseState, watch_state_changes_request::Start,
+    self,
+    invoice_case::State as CaseState,
+    watch_state_changes_request::{FromBeginning, Start, WithSnapshot},
     watch_state_changes_response::Kind,
 };
 use tonic::{Code, Status, Streaming};
@@ -241,6 +243,7 @@ async fn creating_a_case_of_another_account_is_permission_denied() {
         .create_invoice_case(pb::CreateInvoiceCaseRequest {
             invoice_case: Some(crate::helpers::new_case(THEIRS, 1)),
             request_id: String::new(),
+            comment: String::new(),
         })
         .await
         .expect_err("not one of its accounts");
@@ -252,6 +255,7 @@ async fn creating_a_case_of_another_account_is_permission_denied() {
         .create_invoice_case(pb::CreateInvoiceCaseRequest {
             invoice_case: Some(crate::helpers::new_case(MINE, 1)),
             request_id: String::new(),
+            comment: String::new(),
         })
         .await
         .expect_err("no account");
@@ -341,7 +345,7 @@ async fn watch_streams_carry_only_the_callers_accounts() {
             &mut limited,
             case_id,
             account_id,
-            Some(Start::FromBeginning(true)),
+            Some(Start::FromBeginning(FromBeginning {})),
         )
         .await;
         let mut seen = Seen::default();
@@ -369,7 +373,7 @@ async fn watch_streams_carry_only_the_callers_accounts() {
             &mut limited,
             "",
             account_id,
-            Some(Start::WithSnapshot(true)),
+            Some(Start::WithSnapshot(WithSnapshot {})),
         )
         .await;
         let mut seen = Seen::default();
@@ -381,7 +385,13 @@ async fn watch_streams_carry_only_the_callers_accounts() {
 
     // Live: their change first, then ours; only ours arrives.
     let mut everything = open(&mut limited, "", "", None).await;
-    let mut theirs_only = open(&mut limited, "", THEIRS, Some(Start::WithSnapshot(true))).await;
+    let mut theirs_only = open(
+        &mut limited,
+        "",
+        THEIRS,
+        Some(Start::WithSnapshot(WithSnapshot {})),
+    )
+    .await;
     let mut seen_theirs = Seen::default();
     read(&mut theirs_only, &mut seen_theirs, |s| s.snapshot_complete).await;
     // Both streams have started (a progress message proves the first).

@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use invoice_cases::pb::{self, watch_state_changes_request::Start};
+use invoice_cases::pb::{
+    self,
+    watch_state_changes_request::{FromBeginning, FromNow, Start, WithSnapshot},
+};
 use proptest::{
     prelude::*,
     test_runner::{Config, TestCaseError, TestRunner},
@@ -269,11 +272,12 @@ impl Hostile {
 }
 
 fn hostile(known: &Known) -> BoxedStrategy<Hostile> {
-    let create = (invoice_case(), request_id())
-        .prop_map(|(case, request_id)| {
+    let create = (invoice_case(), request_id(), text())
+        .prop_map(|(case, request_id, comment)| {
             Hostile::Create(pb::CreateInvoiceCaseRequest {
                 invoice_case: Some(case),
                 request_id,
+                comment,
             })
         })
         .boxed();
@@ -282,13 +286,15 @@ fn hostile(known: &Known) -> BoxedStrategy<Hostile> {
         proptest::option::of(line()),
         etag(),
         request_id(),
+        text(),
     )
-        .prop_map(|(case_id, line, etag, request_id)| {
+        .prop_map(|(case_id, line, etag, request_id, comment)| {
             Hostile::AddLine(pb::AddCaseLineRequest {
                 case_id,
                 line,
                 etag,
                 request_id,
+                comment,
             })
         })
         .boxed();
@@ -326,7 +332,7 @@ fn hostile(known: &Known) -> BoxedStrategy<Hostile> {
     )
         .prop_map(
             |(line_id, outcome, approved_amount, resolution_code, resolution_notes)| {
-                pb::LineOutcomeEntry {
+                pb::propose_solution_request::LineOutcome {
                     line_id,
                     outcome,
                     approved_amount,
@@ -384,8 +390,9 @@ fn hostile(known: &Known) -> BoxedStrategy<Hostile> {
         Just(None),
         text().prop_map(|c| Some(Start::AfterCursor(c))),
         "[A-Za-z0-9_-]{0,30}".prop_map(|c| Some(Start::AfterCursor(c))),
-        any::<bool>().prop_map(|b| Some(Start::FromBeginning(b))),
-        any::<bool>().prop_map(|b| Some(Start::WithSnapshot(b))),
+        Just(Some(Start::FromBeginning(FromBeginning {}))),
+        Just(Some(Start::WithSnapshot(WithSnapshot {}))),
+        Just(Some(Start::FromNow(FromNow {}))),
     ];
     let watch_case = prop_oneof![Just(String::new()), case_id(known)];
     let watch = (watch_case, text(), start)
@@ -631,8 +638,8 @@ async fn a_nul_character_in_a_filter_or_watch_value_is_a_client_error() {
     }
     for start in [
         None,
-        Some(Start::FromBeginning(true)),
-        Some(Start::WithSnapshot(true)),
+        Some(Start::FromBeginning(FromBeginning {})),
+        Some(Start::WithSnapshot(WithSnapshot {})),
     ] {
         let result = Hostile::Watch(pb::WatchStateChangesRequest {
             case_id: String::new(),
@@ -711,9 +718,9 @@ async fn huge_invalid_values_get_small_refusals() {
     set.approved_amount = Some(huge.clone());
     calls.push(("SetLineState approved_amount", Hostile::SetLineState(set)));
     let mut propose = crate::helpers::propose_all(&wip.id);
-    propose.line_outcomes = vec![pb::LineOutcomeEntry {
+    propose.line_outcomes = vec![pb::propose_solution_request::LineOutcome {
         line_id: wip.lines[0].id.clone(),
-        outcome: pb::LineOutcome::Accepted.into(),
+        outcome: pb::case_line::State::ResolvedAccepted.into(),
         approved_amount: Some(huge.clone()),
         ..Default::default()
     }];
@@ -774,6 +781,7 @@ fn create_case(case: pb::InvoiceCase) -> Hostile {
     Hostile::Create(pb::CreateInvoiceCaseRequest {
         invoice_case: Some(case),
         request_id: String::new(),
+        comment: String::new(),
     })
 }
 
@@ -867,6 +875,7 @@ fn valid_bodies(known: &Known) -> Vec<Vec<u8>> {
         pb::CreateInvoiceCaseRequest {
             invoice_case: Some(crate::helpers::new_case("ACME", 2)),
             request_id: String::new(),
+            comment: String::new(),
         }
         .encode_to_vec(),
         pb::ListInvoiceCasesRequest {

@@ -72,6 +72,7 @@ async fn assert_refused(app: &TestApp, what: &str, token: &str) {
         .create_invoice_case(pb::CreateInvoiceCaseRequest {
             invoice_case: Some(crate::helpers::new_case("ACME", 1)),
             request_id: String::new(),
+            comment: String::new(),
         })
         .await
         .map(drop);

@@ -25,6 +25,7 @@ fn create_request(case: pb::InvoiceCase) -> pb::CreateInvoiceCaseRequest {
     pb::CreateInvoiceCaseRequest {
         invoice_case: Some(case),
         request_id: String::new(),
+        comment: String::new(),
     }
 }
 
@@ -175,9 +176,9 @@ async fn a_case_holds_at_most_1000_lines() {
     let wip = case_in(&mut admin, "ACME", pb::invoice_case::State::WorkInProgress).await;
     let mut propose = crate::helpers::propose_all(&wip.id);
     propose.line_outcomes = (0..1001)
-        .map(|_| pb::LineOutcomeEntry {
+        .map(|_| pb::propose_solution_request::LineOutcome {
             line_id: Uuid::new_v4().to_string(),
-            outcome: pb::LineOutcome::Accepted.into(),
+            outcome: pb::case_line::State::ResolvedAccepted.into(),
             ..Default::default()
         })
         .collect();

@@ -6,7 +6,11 @@ use std::{collections::HashMap, time::Duration};
 
 use invoice_cases::{
     auth::{KeySet, KeySettings, mint_token},
-    pb::{self, watch_state_changes_request::Start, watch_state_changes_response::Kind},
+    pb::{
+        self,
+        watch_state_changes_request::{FromBeginning, Start, WithSnapshot},
+        watch_state_changes_response::Kind,
+    },
 };
 use tokio::time::Instant;
 use tonic::{Code, Status, Streaming};
@@ -163,8 +167,8 @@ async fn opening_a_watch_does_not_wait_for_writers_nor_hold_them_up() {
 
     for start in [
         None,
-        Some(Start::FromBeginning(true)),
-        Some(Start::WithSnapshot(true)),
+        Some(Start::FromBeginning(FromBeginning {})),
+        Some(Start::WithSnapshot(WithSnapshot {})),
     ] {
         // A watch opens while another writer creates a case: neither
         // waits for the stuck writer or for the other.
@@ -223,7 +227,10 @@ async fn the_stream_limit_refuses_before_any_database_work() {
     let started = Instant::now();
     let refused = tokio::time::timeout(
         Duration::from_secs(5),
-        admin.watch_state_changes(watch(&case.id, Some(Start::FromBeginning(true)))),
+        admin.watch_state_changes(watch(
+            &case.id,
+            Some(Start::FromBeginning(FromBeginning {})),
+        )),
     )
     .await
     .expect("the refusal does not wait for the database")
@@ -279,7 +286,7 @@ async fn unread_snapshot_streams_cannot_take_the_connections_calls_need() {
             .expect("connect");
         let mut client = authorized(channel, &viewer);
         let stream = client
-            .watch_state_changes(watch("", Some(Start::WithSnapshot(true))))
+            .watch_state_changes(watch("", Some(Start::WithSnapshot(WithSnapshot {}))))
             .await
             .expect("a snapshot watch")
             .into_inner();

@@ -9,7 +9,11 @@ use std::{
 
 use invoice_cases::{
     auth::KeySet,
-    pb::{self, invoice_case::State as CaseState, watch_state_changes_request::Start},
+    pb::{
+        self,
+        invoice_case::State as CaseState,
+        watch_state_changes_request::{FromBeginning, Start},
+    },
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use prost::bytes::{Buf, BufMut, Bytes};
@@ -310,6 +314,7 @@ impl Rpc {
                 .create_invoice_case(pb::CreateInvoiceCaseRequest {
                     invoice_case: Some(crate::helpers::new_case(&target.account, 1)),
                     request_id: String::new(),
+                    comment: String::new(),
                 })
                 .await
                 .map(drop),
@@ -368,7 +373,7 @@ impl Rpc {
                 .watch_state_changes(pb::WatchStateChangesRequest {
                     case_id: id.to_owned(),
                     account_id: String::new(),
-                    start: Some(Start::FromBeginning(true)),
+                    start: Some(Start::FromBeginning(FromBeginning {})),
                 })
                 .await
                 .map(drop),
