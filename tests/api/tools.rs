@@ -98,6 +98,13 @@ async fn grpcurl_lists_describes_and_calls_the_service_without_proto_files() {
     ])
     .await;
     assert!(message.contains("WORK_IN_PROGRESS = 3;"), "{message}");
+    // Field behaviours are served with the descriptors (custom options
+    // survive the build's encoding of the descriptor set).
+    assert!(
+        message.contains("string account_id = 4 [(.google.api.field_behavior) = REQUIRED, (.google.api.field_behavior) = IMMUTABLE];")
+            && message.contains("string id = 1 [(.google.api.field_behavior) = OUTPUT_ONLY];"),
+        "{message}"
+    );
 
     let create = r#"{"invoice_case": {"account_id": "ACME", "request_source": "SINGLE_INVOICE",
         "invoice_number": "ARINV0012345", "short_description": "Wrong price", "currency_code": "EUR",
