@@ -52,32 +52,35 @@ pub fn request_source(source: RequestSource) -> pb::invoice_case::RequestSource 
     }
 }
 
-pub fn priority(priority: Priority) -> pb::Priority {
+pub fn priority(priority: Priority) -> pb::invoice_case::Priority {
+    use pb::invoice_case::Priority as P;
     match priority {
-        Priority::Critical => pb::Priority::Critical,
-        Priority::High => pb::Priority::High,
-        Priority::Moderate => pb::Priority::Moderate,
-        Priority::Low => pb::Priority::Low,
+        Priority::Critical => P::Critical,
+        Priority::High => P::High,
+        Priority::Moderate => P::Moderate,
+        Priority::Low => P::Low,
     }
 }
 
-pub fn dispute_code(code: DisputeCode) -> pb::DisputeCode {
+pub fn dispute_code(code: DisputeCode) -> pb::case_line::DisputeCode {
+    use pb::case_line::DisputeCode as P;
     match code {
-        DisputeCode::IncorrectProductOrService => pb::DisputeCode::IncorrectProductOrService,
-        DisputeCode::PricingDiscrepancy => pb::DisputeCode::PricingDiscrepancy,
-        DisputeCode::IncorrectQuantity => pb::DisputeCode::IncorrectQuantity,
-        DisputeCode::IncorrectCustomerDetails => pb::DisputeCode::IncorrectCustomerDetails,
-        DisputeCode::Other => pb::DisputeCode::Other,
+        DisputeCode::IncorrectProductOrService => P::IncorrectProductOrService,
+        DisputeCode::PricingDiscrepancy => P::PricingDiscrepancy,
+        DisputeCode::IncorrectQuantity => P::IncorrectQuantity,
+        DisputeCode::IncorrectCustomerDetails => P::IncorrectCustomerDetails,
+        DisputeCode::Other => P::Other,
     }
 }
 
-pub fn resolution_code(code: Option<ResolutionCode>) -> pb::ResolutionCode {
+pub fn resolution_code(code: Option<ResolutionCode>) -> pb::invoice_case::ResolutionCode {
+    use pb::invoice_case::ResolutionCode as P;
     match code {
-        None => pb::ResolutionCode::Unspecified,
-        Some(ResolutionCode::SolvedCredit) => pb::ResolutionCode::SolvedCredit,
-        Some(ResolutionCode::SolvedWriteOff) => pb::ResolutionCode::SolvedWriteOff,
-        Some(ResolutionCode::SolvedSettlement) => pb::ResolutionCode::SolvedSettlement,
-        Some(ResolutionCode::SolvedInvalidDispute) => pb::ResolutionCode::SolvedInvalidDispute,
+        None => P::Unspecified,
+        Some(ResolutionCode::SolvedCredit) => P::SolvedCredit,
+        Some(ResolutionCode::SolvedWriteOff) => P::SolvedWriteOff,
+        Some(ResolutionCode::SolvedSettlement) => P::SolvedSettlement,
+        Some(ResolutionCode::SolvedInvalidDispute) => P::SolvedInvalidDispute,
     }
 }
 
@@ -147,7 +150,7 @@ pub fn case_line(line: Line) -> pb::CaseLine {
 }
 
 pub fn state_change(change: StateChange) -> pb::StateChange {
-    use pb::state_change::{Cause as C, Entity};
+    use pb::state_change::{Cause as C, CaseTransition, LineTransition, Transition};
     let cause = |cause: Cause| match cause {
         Cause::Direct => C::Direct,
         Cause::Cascade => C::Cascade,
@@ -160,13 +163,13 @@ pub fn state_change(change: StateChange) -> pb::StateChange {
             from,
             to,
         } => pb::StateChange {
-            entity: Entity::Case.into(),
-            id: id.to_string(),
-            number,
             cause: cause(c).into(),
-            case_from_state: from.map(case_state).unwrap_or_default().into(),
-            case_to_state: case_state(to).into(),
-            ..Default::default()
+            transition: Some(Transition::CaseTransition(CaseTransition {
+                id: id.to_string(),
+                number,
+                from_state: from.map(case_state).unwrap_or_default().into(),
+                to_state: case_state(to).into(),
+            })),
         },
         StateChange::Line {
             id,
@@ -175,13 +178,13 @@ pub fn state_change(change: StateChange) -> pb::StateChange {
             from,
             to,
         } => pb::StateChange {
-            entity: Entity::Line.into(),
-            id: id.to_string(),
-            number,
             cause: cause(c).into(),
-            line_from_state: from.map(line_state).unwrap_or_default().into(),
-            line_to_state: to.map(line_state).unwrap_or_default().into(),
-            ..Default::default()
+            transition: Some(Transition::LineTransition(LineTransition {
+                id: id.to_string(),
+                number,
+                from_state: from.map(line_state).unwrap_or_default().into(),
+                to_state: to.map(line_state).unwrap_or_default().into(),
+            })),
         },
     }
 }

@@ -123,7 +123,7 @@ fn enum_value<E: TryFrom<i32>>(value: i32) -> Result<E, String> {
 }
 
 fn dispute_code(value: i32) -> Result<DisputeCode, String> {
-    use pb::DisputeCode as P;
+    use pb::case_line::DisputeCode as P;
     Ok(match enum_value::<P>(value)? {
         P::Unspecified => return Err("is required".into()),
         P::IncorrectProductOrService => DisputeCode::IncorrectProductOrService,
@@ -136,7 +136,7 @@ fn dispute_code(value: i32) -> Result<DisputeCode, String> {
 
 /// An optional resolution code (unspecified means none).
 fn resolution_code(value: i32) -> Result<Option<ResolutionCode>, String> {
-    use pb::ResolutionCode as P;
+    use pb::invoice_case::ResolutionCode as P;
     Ok(match enum_value::<P>(value)? {
         P::Unspecified => None,
         P::SolvedCredit => Some(ResolutionCode::SolvedCredit),
@@ -148,7 +148,7 @@ fn resolution_code(value: i32) -> Result<Option<ResolutionCode>, String> {
 
 /// A priority; unspecified means LOW.
 pub fn priority(value: i32) -> Result<Priority, String> {
-    use pb::Priority as P;
+    use pb::invoice_case::Priority as P;
     Ok(match enum_value::<P>(value)? {
         P::Unspecified | P::Low => Priority::Low,
         P::Critical => Priority::Critical,
@@ -166,12 +166,20 @@ fn request_source(value: i32) -> Result<RequestSource, String> {
     })
 }
 
+/// A line outcome of ProposeSolution: the line state it resolves the line
+/// to, RESOLVED_ACCEPTED or RESOLVED_DENIED (unspecified means none).
 fn outcome(value: i32) -> Result<Option<Outcome>, String> {
-    use pb::LineOutcome as P;
+    use pb::case_line::State as P;
     Ok(match enum_value::<P>(value)? {
         P::Unspecified => None,
-        P::Accepted => Some(Outcome::Accepted),
-        P::Denied => Some(Outcome::Denied),
+        P::ResolvedAccepted => Some(Outcome::Accepted),
+        P::ResolvedDenied => Some(Outcome::Denied),
+        P::Draft | P::New | P::WorkInProgress | P::AwaitingInfo | P::Canceled => {
+            return Err(format!(
+                "must be RESOLVED_ACCEPTED or RESOLVED_DENIED, not {}",
+                P::try_from(value).map(|p| p.as_str_name()).unwrap_or("?")
+            ));
+        }
     })
 }
 
@@ -360,7 +368,9 @@ pub fn propose_solution(
         let outcome = v.check(
             field("outcome"),
             outcome(entry.outcome)
-                .and_then(|o| o.ok_or_else(|| "is required: ACCEPTED or DENIED".to_owned())),
+                .and_then(|o| {
+                    o.ok_or_else(|| "is required: RESOLVED_ACCEPTED or RESOLVED_DENIED".to_owned())
+                }),
         );
         let approved_amount = v.check(
             field("approved_amount"),

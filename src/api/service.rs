@@ -61,11 +61,9 @@ impl InvoiceCaseApi {
             })
             .flatten();
         let start = match request.start {
-            None | Some(Start::FromBeginning(false) | Start::WithSnapshot(false)) => {
-                WatchStart::Now
-            }
-            Some(Start::FromBeginning(true)) => WatchStart::FromBeginning,
-            Some(Start::WithSnapshot(true)) => WatchStart::WithSnapshot,
+            None | Some(Start::FromNow(_)) => WatchStart::Now,
+            Some(Start::FromBeginning(_)) => WatchStart::FromBeginning,
+            Some(Start::WithSnapshot(_)) => WatchStart::WithSnapshot,
             Some(Start::AfterCursor(cursor)) => WatchStart::AfterCursor(cursor),
         };
         let spec = v
@@ -152,9 +150,7 @@ pub trait Mutation: Message {
     fn case_id(&self) -> &str;
     fn etag(&self) -> &str;
     fn request_id(&self) -> &str;
-    fn comment(&self) -> &str {
-        ""
-    }
+    fn comment(&self) -> &str;
 }
 
 macro_rules! mutation {
@@ -169,6 +165,8 @@ macro_rules! mutation {
 }
 
 mutation!(
+    pb::AddCaseLineRequest,
+    pb::RemoveCaseLineRequest,
     pb::SubmitCaseRequest,
     pb::AssignToMeRequest,
     pb::RequestInformationRequest,
@@ -178,30 +176,6 @@ mutation!(
     pb::ProposeSolutionRequest,
     pb::SetLineStateRequest,
 );
-
-impl Mutation for pb::AddCaseLineRequest {
-    fn case_id(&self) -> &str {
-        &self.case_id
-    }
-    fn etag(&self) -> &str {
-        &self.etag
-    }
-    fn request_id(&self) -> &str {
-        &self.request_id
-    }
-}
-
-impl Mutation for pb::RemoveCaseLineRequest {
-    fn case_id(&self) -> &str {
-        &self.case_id
-    }
-    fn etag(&self) -> &str {
-        &self.etag
-    }
-    fn request_id(&self) -> &str {
-        &self.request_id
-    }
-}
 
 /// Actor, etag, idempotency key, comment and deadline of a mutating
 /// request.
@@ -309,7 +283,7 @@ impl InvoiceCaseService for InvoiceCaseApi {
             &request,
             &request.request_id,
             "",
-            "",
+            &request.comment,
             deadline,
         );
         let new = match requests::new_case(request.invoice_case.as_ref()) {
