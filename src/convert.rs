@@ -150,7 +150,7 @@ pub fn case_line(line: Line) -> pb::CaseLine {
 }
 
 pub fn state_change(change: StateChange) -> pb::StateChange {
-    use pb::state_change::{Cause as C, CaseTransition, LineTransition, Transition};
+    use pb::state_change::{CaseTransition, Cause as C, LineTransition, Transition};
     let cause = |cause: Cause| match cause {
         Cause::Direct => C::Direct,
         Cause::Cascade => C::Cascade,

@@ -367,10 +367,9 @@ pub fn propose_solution(
         let line = v.check(field("line_id"), line_ref(&entry.line_id));
         let outcome = v.check(
             field("outcome"),
-            outcome(entry.outcome)
-                .and_then(|o| {
-                    o.ok_or_else(|| "is required: RESOLVED_ACCEPTED or RESOLVED_DENIED".to_owned())
-                }),
+            outcome(entry.outcome).and_then(|o| {
+                o.ok_or_else(|| "is required: RESOLVED_ACCEPTED or RESOLVED_DENIED".to_owned())
+            }),
         );
         let approved_amount = v.check(
             field("approved_amount"),

@@ -3,14 +3,12 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::state::{CaseState, LineState};
 
 /// The actions, one per mutating RPC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     Create,
     AddLine,
@@ -71,8 +69,7 @@ impl fmt::Display for Action {
 }
 
 /// Why a state changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cause {
     /// The entity the action names (the case for case actions, the line for
     /// line actions).
@@ -83,8 +80,7 @@ pub enum Cause {
 }
 
 /// One state change of a case or a line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "entity", rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateChange {
     /// The case changed state (`from` is `None` on creation).
     Case {
@@ -123,22 +119,5 @@ mod tests {
         for action in Action::ALL {
             assert_eq!(Action::parse(action.as_str()), Some(action));
         }
-    }
-
-    #[test]
-    fn changes_serialise_with_their_entity() {
-        let change = StateChange::Line {
-            id: Uuid::nil(),
-            number: "INVCSL0000001".into(),
-            cause: Cause::Cascade,
-            from: Some(LineState::New),
-            to: Some(LineState::WorkInProgress),
-        };
-        let json = serde_json::to_value(&change).unwrap();
-        assert_eq!(json["entity"], "LINE");
-        assert_eq!(json["from"], "NEW");
-        assert_eq!(json["to"], "WORK_IN_PROGRESS");
-        assert_eq!(json["cause"], "CASCADE");
-        assert_eq!(serde_json::from_value::<StateChange>(json).unwrap(), change);
     }
 }

@@ -171,7 +171,7 @@ statement! {
     pub(super) struct FindReply {
         request_id: SqlUuid = Uuid,
     }
-    "SELECT actor, method, fingerprint, response FROM idempotency_records \
+    "SELECT actor, method, fingerprint, reply, response FROM idempotency_records \
      WHERE request_id = $request_id"
 }
 
@@ -184,8 +184,12 @@ pub(super) struct StoredReply {
     pub method: String,
     #[diesel(sql_type = Bytea)]
     pub fingerprint: Vec<u8>,
-    #[diesel(sql_type = Jsonb)]
-    pub response: serde_json::Value,
+    /// Version 2: the response's bytes.
+    #[diesel(sql_type = Nullable<Bytea>)]
+    pub reply: Option<Vec<u8>>,
+    /// Version 1: the case as JSON (records written before version 2).
+    #[diesel(sql_type = Nullable<Jsonb>)]
+    pub response: Option<serde_json::Value>,
 }
 
 /// One row of [`LoadCase`] or [`CasesWithLines`]: a case, one of its

@@ -74,8 +74,9 @@ diesel::table! {
         method -> Text,
         fingerprint -> Bytea,
         case_id -> Uuid,
-        response -> Jsonb,
+        response -> Nullable<Jsonb>,
         create_time -> Timestamptz,
+        reply -> Nullable<Bytea>,
     }
 }
 

@@ -62,7 +62,7 @@ pub(super) struct WriteDecision<'a> {
     added: Option<AddedLines<'a>>,
     changed: Option<ChangedLines<'a>>,
     changes: serde_json::Value,
-    response: Option<serde_json::Value>,
+    response: Option<Vec<u8>>,
 }
 
 impl<'a> WriteDecision<'a> {
@@ -74,10 +74,7 @@ impl<'a> WriteDecision<'a> {
     ) -> Result<Self, StoreError> {
         let case = &decision.case;
         let changes = stored::changes_to_json(&decision.changes)?;
-        let response = record
-            .idempotency
-            .map(|_| stored::response_to_json(case))
-            .transpose()?;
+        let response = record.idempotency.map(|key| (key.encode_response)(case));
         let added: Vec<&Line> = case
             .lines
             .iter()
@@ -308,7 +305,7 @@ impl QueryFragment<Pg> for WriteDecision<'_> {
         if let (Some(key), Some(response)) = (self.record.idempotency, &self.response) {
             out.push_sql(
                 ", reply AS (INSERT INTO idempotency_records (request_id, actor, method, \
-                 fingerprint, case_id, response) SELECT ",
+                 fingerprint, case_id, reply) SELECT ",
             );
             out.push_bind_param::<SqlUuid, _>(&key.request_id)?;
             out.push_sql(", ");
@@ -318,7 +315,7 @@ impl QueryFragment<Pg> for WriteDecision<'_> {
             out.push_sql(", ");
             out.push_bind_param::<Bytea, _>(&key.fingerprint)?;
             out.push_sql(", c.id, ");
-            out.push_bind_param::<Jsonb, _>(response)?;
+            out.push_bind_param::<Bytea, _>(response)?;
             out.push_sql(" FROM c)");
         }
         if self.record.notify {
