@@ -121,6 +121,8 @@ pub struct Case {
     pub submit_time: Option<DateTime<Utc>>,
     pub resolve_time: Option<DateTime<Utc>>,
     pub close_time: Option<DateTime<Utc>>,
+    /// The group of agents it is assigned to.
+    pub assignment_group: Option<String>,
     /// Incremented by every change of the case or a line; the etag.
     pub revision: i64,
     /// In line order (`position`).

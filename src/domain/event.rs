@@ -21,11 +21,17 @@ pub enum Action {
     Close,
     Cancel,
     SetLineState,
+    Update,
+    Assign,
+    AcceptSolution,
+    RejectSolution,
+    AddComment,
+    SlaBreached,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 17] = [
         Action::Create,
         Action::AddLine,
         Action::RemoveLine,
@@ -37,6 +43,12 @@ impl Action {
         Action::Close,
         Action::Cancel,
         Action::SetLineState,
+        Action::Update,
+        Action::Assign,
+        Action::AcceptSolution,
+        Action::RejectSolution,
+        Action::AddComment,
+        Action::SlaBreached,
     ];
 
     /// The name used in the database, events and error details.
@@ -53,6 +65,12 @@ impl Action {
             Action::Close => "CLOSE",
             Action::Cancel => "CANCEL",
             Action::SetLineState => "SET_LINE_STATE",
+            Action::Update => "UPDATE",
+            Action::Assign => "ASSIGN",
+            Action::AcceptSolution => "ACCEPT_SOLUTION",
+            Action::RejectSolution => "REJECT_SOLUTION",
+            Action::AddComment => "ADD_COMMENT",
+            Action::SlaBreached => "SLA_BREACHED",
         }
     }
 
@@ -99,6 +117,27 @@ pub enum StateChange {
         from: Option<LineState>,
         to: Option<LineState>,
     },
+}
+
+/// One field an action changed other than a state (those are
+/// [`StateChange`]s): which, and its value before and after, as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldChange {
+    /// The line whose field it is; `None` for a field of the case.
+    pub line: Option<ChangedLine>,
+    /// The field's API name (`priority`, `disputed_amount`, …).
+    pub field: String,
+    /// The value before; `None` when it was not set.
+    pub old: Option<String>,
+    /// The value after; `None` when it is no longer set.
+    pub new: Option<String>,
+}
+
+/// The line a [`FieldChange`] is of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedLine {
+    pub id: Uuid,
+    pub number: String,
 }
 
 impl StateChange {

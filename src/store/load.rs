@@ -20,7 +20,7 @@ use super::{
 };
 use crate::domain::Case;
 
-/// `t.`'s 21 case columns, in table order.
+/// `t.`'s 22 case columns, in table order.
 macro_rules! case_columns {
     ($t:literal) => {
         concat!(
@@ -65,7 +65,9 @@ macro_rules! case_columns {
             $t,
             ".close_time, ",
             $t,
-            ".revision"
+            ".revision, ",
+            $t,
+            ".assignment_group"
         )
     };
 }
@@ -201,7 +203,7 @@ pub(super) struct CaseLineRow {
 }
 
 /// Column of the first line column.
-const LINE_AT: usize = 21;
+const LINE_AT: usize = 22;
 /// Column of the new line number.
 const SEQUENCE_AT: usize = LINE_AT + 18;
 

@@ -26,6 +26,7 @@ diesel::table! {
         resolve_time -> Nullable<Timestamptz>,
         close_time -> Nullable<Timestamptz>,
         revision -> BigInt,
+        assignment_group -> Nullable<Text>,
     }
 }
 
@@ -64,6 +65,7 @@ diesel::table! {
         etag -> Text,
         changes -> Jsonb,
         comment -> Nullable<Text>,
+        details -> Nullable<Jsonb>,
     }
 }
 

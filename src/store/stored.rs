@@ -12,6 +12,10 @@
 //!   states by their database names (`CaseState::as_str`). A later version
 //!   would be an object `{"version": n, …}`, which version 1 (an array)
 //!   cannot be mistaken for.
+//! * `details`, version 1: NULL when an event has none, else a JSON object
+//!   `{"fields": [{"line": {"id", "number"} | null, "field", "old", "new"}]}`:
+//!   the fields an action changed besides states. Keys are added only with
+//!   a default, so that every row written before reads as it was.
 //! * replies, version 2 (column `reply`): the bytes of the response message
 //!   the first call sent, exactly. Version 1 (column `response`, written
 //!   before replies were bytes) is the case as JSON; it is still read, for
@@ -24,8 +28,8 @@ use uuid::Uuid;
 
 use super::StoreError;
 use crate::domain::{
-    Case, CaseState, Cause, Decimal, DisputeCode, Line, LineState, Priority, RequestSource,
-    ResolutionCode, StateChange,
+    Case, CaseState, Cause, ChangedLine, Decimal, DisputeCode, FieldChange, Line, LineState,
+    Priority, RequestSource, ResolutionCode, StateChange,
 };
 
 fn corrupt(what: &str, error: impl std::fmt::Display) -> StoreError {
@@ -198,6 +202,84 @@ fn json_kind(value: &Value) -> &'static str {
 }
 
 // ---------------------------------------------------------------------------
+// Event details, version 1.
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DetailsV1 {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    fields: Vec<FieldChangeV1>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FieldChangeV1 {
+    line: Option<LineV1Ref>,
+    field: String,
+    old: Option<String>,
+    new: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LineV1Ref {
+    id: Uuid,
+    number: String,
+}
+
+impl DetailsV1 {
+    fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+}
+
+/// An event's `details` column: `None` when the event has no details.
+pub(super) fn details_to_json(fields: &[FieldChange]) -> Result<Option<Value>, StoreError> {
+    let details = DetailsV1 {
+        fields: fields
+            .iter()
+            .map(|change| FieldChangeV1 {
+                line: change.line.as_ref().map(|line| LineV1Ref {
+                    id: line.id,
+                    number: line.number.clone(),
+                }),
+                field: change.field.clone(),
+                old: change.old.clone(),
+                new: change.new.clone(),
+            })
+            .collect(),
+    };
+    if details.is_empty() {
+        return Ok(None);
+    }
+    serde_json::to_value(details)
+        .map(Some)
+        .map_err(|e| corrupt("event details", e))
+}
+
+/// Reads an event's `details` column.
+pub(super) fn details_from_json(value: Option<Value>) -> Result<Vec<FieldChange>, StoreError> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let details: DetailsV1 =
+        serde_json::from_value(value).map_err(|e| corrupt("event details", e))?;
+    Ok(details
+        .fields
+        .into_iter()
+        .map(|change| FieldChange {
+            line: change.line.map(|line| ChangedLine {
+                id: line.id,
+                number: line.number,
+            }),
+            field: change.field,
+            old: change.old,
+            new: change.new,
+        })
+        .collect())
+}
+
+// ---------------------------------------------------------------------------
 // Idempotency replies.
 
 /// The first response to a request id, as stored.
@@ -356,6 +438,8 @@ fn response_v1_from_json(json: Value) -> Result<Case, StoreError> {
         submit_time: case.submit_time,
         resolve_time: case.resolve_time,
         close_time: case.close_time,
+        // Version 1 was written before cases had assignment groups.
+        assignment_group: None,
         revision: case.revision,
         lines,
     })
@@ -391,6 +475,7 @@ mod tests {
             submit_time: Some(time("2026-12-01T08:10:00Z")),
             resolve_time: Some(time("2026-12-01T09:00:00Z")),
             close_time: None,
+            assignment_group: None,
             revision: 7,
             lines: vec![Line {
                 id: Uuid::parse_str("01936f3e-0000-7000-8000-000000000002").unwrap(),
@@ -538,6 +623,59 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    fn sample_field_changes() -> Vec<FieldChange> {
+        vec![
+            FieldChange {
+                line: None,
+                field: "priority".into(),
+                old: Some("LOW".into()),
+                new: Some("HIGH".into()),
+            },
+            FieldChange {
+                line: Some(ChangedLine {
+                    id: Uuid::parse_str("01936f3e-0000-7000-8000-000000000002").unwrap(),
+                    number: "INVCSL0001001".into(),
+                }),
+                field: "disputed_quantity".into(),
+                old: Some("2".into()),
+                new: None,
+            },
+        ]
+    }
+
+    /// Version 1 of the sample details.
+    const GOLDEN_DETAILS_V1: &str = r#"{
+    "fields": [
+        {"line": null, "field": "priority", "old": "LOW", "new": "HIGH"},
+        {
+            "line": {"id": "01936f3e-0000-7000-8000-000000000002", "number": "INVCSL0001001"},
+            "field": "disputed_quantity",
+            "old": "2",
+            "new": null
+        }
+    ]
+}"#;
+
+    #[test]
+    fn details_are_written_and_read_in_version_1() {
+        let golden: Value = serde_json::from_str(GOLDEN_DETAILS_V1).unwrap();
+        assert_eq!(
+            details_to_json(&sample_field_changes()).unwrap(),
+            Some(golden.clone())
+        );
+        assert_eq!(
+            details_from_json(Some(golden)).unwrap(),
+            sample_field_changes()
+        );
+        // An event without details stores none, and reads as none.
+        assert_eq!(details_to_json(&[]).unwrap(), None);
+        assert_eq!(details_from_json(None).unwrap(), Vec::new());
+        assert!(matches!(
+            details_from_json(Some(serde_json::json!({"fields": [], "unknown": 1}))),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 
     #[test]

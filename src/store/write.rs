@@ -62,6 +62,7 @@ pub(super) struct WriteDecision<'a> {
     added: Option<AddedLines<'a>>,
     changed: Option<ChangedLines<'a>>,
     changes: serde_json::Value,
+    details: Option<serde_json::Value>,
     response: Option<Vec<u8>>,
 }
 
@@ -74,6 +75,7 @@ impl<'a> WriteDecision<'a> {
     ) -> Result<Self, StoreError> {
         let case = &decision.case;
         let changes = stored::changes_to_json(&decision.changes)?;
+        let details = stored::details_to_json(&decision.field_changes)?;
         let response = record.idempotency.map(|key| (key.encode_response)(case));
         let added: Vec<&Line> = case
             .lines
@@ -100,6 +102,7 @@ impl<'a> WriteDecision<'a> {
             added: (!added.is_empty()).then(|| AddedLines::new(&added)),
             changed: (!changed.is_empty()).then(|| ChangedLines::new(&changed)),
             changes,
+            details,
             response,
         })
     }
@@ -261,6 +264,14 @@ impl QueryFragment<Pg> for WriteDecision<'_> {
                     close_time,
                     Nullable<Timestamptz>
                 );
+                set_if_changed!(
+                    out,
+                    before,
+                    case,
+                    "assignment_group",
+                    assignment_group,
+                    Nullable<Text>
+                );
                 out.push_sql(" FROM case_lock WHERE invoice_cases.id = ");
                 out.push_bind_param::<SqlUuid, _>(&case.id)?;
                 out.push_sql(" AND invoice_cases.revision = ");
@@ -284,7 +295,7 @@ impl QueryFragment<Pg> for WriteDecision<'_> {
         }
         out.push_sql(
             ", event AS (INSERT INTO case_events (case_id, case_number, account_id, action, \
-             actor, occur_time, etag, changes, comment) SELECT c.id, ",
+             actor, occur_time, etag, changes, comment, details) SELECT c.id, ",
         );
         out.push_bind_param::<Text, _>(&case.number)?;
         out.push_sql(", ");
@@ -301,6 +312,8 @@ impl QueryFragment<Pg> for WriteDecision<'_> {
         out.push_bind_param::<Jsonb, _>(&self.changes)?;
         out.push_sql(", ");
         out.push_bind_param::<Nullable<Text>, _>(&self.record.comment)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Jsonb>, _>(&self.details)?;
         out.push_sql(" FROM c)");
         if let (Some(key), Some(response)) = (self.record.idempotency, &self.response) {
             out.push_sql(
