@@ -5,8 +5,8 @@ use prost_types::Timestamp;
 
 use crate::{
     domain::{
-        Action, Case, CaseState, Cause, DisputeCode, Line, LineState, Priority, RequestSource,
-        ResolutionCode, StateChange,
+        Action, Case, CaseState, Cause, DisputeCode, FieldChange, Line, LineState, Priority,
+        RequestSource, ResolutionCode, StateChange,
     },
     pb,
     store::StoredEvent,
@@ -98,6 +98,12 @@ pub fn action(action: Action) -> pb::state_change_event::Action {
         Action::Close => A::Close,
         Action::Cancel => A::Cancel,
         Action::SetLineState => A::SetLineState,
+        Action::Update => A::Update,
+        Action::Assign => A::Assign,
+        Action::AcceptSolution => A::AcceptSolution,
+        Action::RejectSolution => A::RejectSolution,
+        Action::AddComment => A::AddComment,
+        Action::SlaBreached => A::SlaBreached,
     }
 }
 
@@ -125,6 +131,7 @@ pub fn invoice_case(case: Case) -> pb::InvoiceCase {
         resolve_time: case.resolve_time.map(timestamp),
         close_time: case.close_time.map(timestamp),
         lines: case.lines.into_iter().map(case_line).collect(),
+        assignment_group: case.assignment_group.unwrap_or_default(),
     }
 }
 
@@ -189,6 +196,20 @@ pub fn state_change(change: StateChange) -> pb::StateChange {
     }
 }
 
+pub fn field_change(change: FieldChange) -> pb::FieldChange {
+    let (line_id, line_number) = match change.line {
+        Some(line) => (line.id.to_string(), line.number),
+        None => (String::new(), String::new()),
+    };
+    pb::FieldChange {
+        line_id,
+        line_number,
+        field: change.field,
+        old_value: change.old.unwrap_or_default(),
+        new_value: change.new.unwrap_or_default(),
+    }
+}
+
 /// An event as clients see it; `cursor` is its stream position.
 pub fn event(event: StoredEvent, cursor: String) -> pb::StateChangeEvent {
     pb::StateChangeEvent {
@@ -202,5 +223,6 @@ pub fn event(event: StoredEvent, cursor: String) -> pb::StateChangeEvent {
         etag: event.etag,
         changes: event.changes.into_iter().map(state_change).collect(),
         comment: event.comment.unwrap_or_default(),
+        field_changes: event.field_changes.into_iter().map(field_change).collect(),
     }
 }

@@ -8,6 +8,7 @@ use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::{ServingStatus, server::HealthReporter};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::{
     api::{AuthenticateLayer, InvoiceCaseApi},
@@ -237,6 +238,18 @@ pub async fn start(settings: ServerSettings) -> anyhow::Result<RunningServer> {
     }
     let drain = Drain::default();
     let router = builder
+        // A client's x-request-id that is not sane is removed, so that
+        // tower-http's SetRequestId gives the call a new UUID (header and
+        // extension), and PropagateRequestId returns it in the response.
+        .layer(tower::util::MapRequestLayer::new(
+            crate::telemetry::keep_sane_request_id::<tonic::body::Body>,
+        ))
+        .layer(SetRequestIdLayer::new(
+            crate::telemetry::REQUEST_ID,
+            MakeRequestUuid,
+        ))
+        .layer(PropagateRequestIdLayer::new(crate::telemetry::REQUEST_ID))
+        // One line and the metrics per call, under that id.
         .layer(crate::telemetry::RpcTelemetryLayer)
         .layer(drain.clone())
         .layer(AuthenticateLayer::new(auth))

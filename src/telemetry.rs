@@ -3,10 +3,19 @@
 //!
 //! The line is written when the response ends — after the trailers of a
 //! unary call, when a stream closes, or when the client gives up — so it
-//! carries the call's final status and whole duration. The request id is
-//! the client's `x-request-id` when it sends a sane one, else a new UUID; it
-//! is returned in the response's `x-request-id`. The handlers add the actor
-//! and the case to the RPC's span.
+//! carries the call's final status and whole duration; a call the client
+//! gives up before it is answered is logged as Cancelled. The request id is
+//! the client's `x-request-id` when it sends a sane one, else a new UUID
+//! (tower-http's request-id layers make and echo it, see server.rs); it is
+//! returned in the response's `x-request-id`. The handlers add the actor and
+//! the case to the RPC's span.
+//!
+//! Hand-written where no crate fits: tower-http's TraceLayer has no callback
+//! for a response body dropped before its end (a client that cancels or
+//! leaves a stream) and reports a trailers-only error when its headers
+//! arrive, so it cannot write exactly one line per call with its final
+//! status; and no crate has gRPC metrics labelled from the services'
+//! descriptor sets.
 //!
 //! The metrics' `grpc_service` and `grpc_method` labels name only the
 //! methods the server serves (read from the descriptor sets of its
@@ -22,13 +31,13 @@ use std::{
     time::Instant,
 };
 
-use http::{HeaderMap, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use prost::Message as _;
 use tonic::Code;
 use tower::{Layer, Service};
+use tower_http::request_id::RequestId;
 use tracing::{Instrument, Span, field::Empty};
-use uuid::Uuid;
 
 /// Adds [`RpcTelemetry`] to every service.
 #[derive(Debug, Clone, Copy, Default)]
@@ -48,7 +57,40 @@ pub struct RpcTelemetry<S> {
     inner: S,
 }
 
-const REQUEST_ID: &str = "x-request-id";
+/// The request id's header, in requests and responses.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Whether a client's request id is kept: 1-128 of `[A-Za-z0-9-_.:]`.
+fn is_sane_request_id(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 128
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+}
+
+/// Keeps the client's first `x-request-id` only when it is sane, else
+/// removes it, so that tower-http's `SetRequestIdLayer` (next, see
+/// server.rs) gives the call a new UUID. Hand-written: `SetRequestId` keeps
+/// whatever id a client sends.
+pub fn keep_sane_request_id<B>(mut request: Request<B>) -> Request<B> {
+    match request
+        .headers()
+        .get(&REQUEST_ID)
+        .filter(|value| is_sane_request_id(value))
+        .cloned()
+    {
+        // `insert` drops any further values: the first one is the id.
+        Some(value) => {
+            request.headers_mut().insert(REQUEST_ID, value);
+        }
+        None => {
+            request.headers_mut().remove(REQUEST_ID);
+        }
+    }
+    request
+}
 
 /// The `grpc_service` and `grpc_method` of a path the server does not
 /// serve.
@@ -199,26 +241,19 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+    fn call(&mut self, request: Request<B>) -> Self::Future {
         let path = request.uri().path();
         // The log names the method the path names, served or not.
         let method = path.rsplit('/').next().unwrap_or_default().to_owned();
         let (service, method_label) = method_labels(path);
+        // Set by tower-http's SetRequestIdLayer, outside this layer (see
+        // server.rs): the client's sane id or a new UUID.
         let request_id = request
-            .headers()
-            .get(REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| {
-                !v.is_empty()
-                    && v.len() <= 128
-                    && v.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-            })
-            .map(str::to_owned)
-            .unwrap_or_else(|| Uuid::new_v4().to_string());
-        if let Ok(value) = HeaderValue::from_str(&request_id) {
-            request.headers_mut().insert(REQUEST_ID, value);
-        }
+            .extensions()
+            .get::<RequestId>()
+            .and_then(|id| id.header_value().to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
         let span = tracing::info_span!(
             "rpc",
             method = %method,
@@ -235,25 +270,49 @@ where
         };
         let future = self.inner.call(request).instrument(span);
         Box::pin(async move {
-            let mut response = match future.await {
+            // Dropped before it is answered (the client went away), the
+            // call is logged as Cancelled.
+            let pending = PendingCall(Some(call));
+            let result = future.await;
+            let call = pending.answered();
+            let response = match result {
                 Ok(response) => response,
                 Err(error) => {
-                    call.finish(Code::Unknown);
+                    if let Some(call) = call {
+                        call.finish(Code::Unknown);
+                    }
                     return Err(error);
                 }
             };
-            if let Ok(value) = HeaderValue::from_str(&request_id) {
-                response.headers_mut().insert(REQUEST_ID, value);
-            }
             // A trailers-only response (an error) has its status in the
             // headers; otherwise it comes in the trailers.
             let status = grpc_status(response.headers());
             Ok(response.map(|body| LoggedBody {
                 inner: Box::pin(body),
-                call: Some(call),
+                call,
                 status,
             }))
         })
+    }
+}
+
+/// A call whose response is not ready yet: dropped (the client cancelled
+/// before the handler answered, and hyper dropped the call), it is logged
+/// as Cancelled.
+struct PendingCall(Option<Call>);
+
+impl PendingCall {
+    /// The response is there: its body logs the call from now on.
+    fn answered(mut self) -> Option<Call> {
+        self.0.take()
+    }
+}
+
+impl Drop for PendingCall {
+    fn drop(&mut self) {
+        if let Some(call) = self.0.take() {
+            call.finish(Code::Cancelled);
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use crate::{
     domain::Command,
     domain::values::{MAX_IDENTIFIER, identifier},
     pb::{self, invoice_case_service_server::InvoiceCaseService},
-    store::{self, CaseKey, Idempotency, MutationMeta, Store},
+    store::{self, CaseKey, Idempotency, MutationMeta, Store, StoredResponse},
     telemetry,
     watch::{WatchHub, WatchSpec, WatchStart},
 };
@@ -122,14 +122,34 @@ impl InvoiceCaseApi {
         let (key, meta, store_request) = v
             .finish((|| Some((key?, meta?, store_request?)))())
             .map_err(status::invalid_argument)?;
-        let case = self
+        let answer = self
             .store
             .act(&key, &caller.access, store_request, &meta)
             .await
             .map_err(|e| failed_on_case(e, request.case_id()))?;
-        committed(&case.number);
-        Ok(Response::new(convert::invoice_case(case)))
+        answered(answer)
     }
+}
+
+/// The response to a mutation: the case after it, or the stored response
+/// of the first call with its request id, as it was sent.
+fn answered(answer: store::Answer) -> Result<Response<pb::InvoiceCase>, Status> {
+    let case = match answer {
+        store::Answer::Written(case) => convert::invoice_case(case),
+        store::Answer::Replayed(StoredResponse::Case(case)) => convert::invoice_case(*case),
+        store::Answer::Replayed(StoredResponse::Encoded(bytes)) => {
+            pb::InvoiceCase::decode(bytes.as_slice())
+                .map_err(|e| status::internal(&format!("a stored response: {e}")))?
+        }
+    };
+    committed(&case.number);
+    Ok(Response::new(case))
+}
+
+/// How a mutation's response is stored for its request id: the message's
+/// bytes.
+fn encode_response(case: &crate::domain::Case) -> Vec<u8> {
+    convert::invoice_case(case.clone()).encode_to_vec()
 }
 
 /// The status of a failed call on a case; the log line names the case as
@@ -200,6 +220,7 @@ fn envelope<R: Message>(
             request_id,
             method,
             fingerprint: fingerprint(method, request),
+            encode_response,
         }),
         comment: comment?,
         statement_timeout: deadline.map(statement_budget),
@@ -301,13 +322,12 @@ impl InvoiceCaseService for InvoiceCaseApi {
         if !caller.access.allows(&new.account_id) {
             return Err(status::auth(AuthError::AccountDenied));
         }
-        let case = self
+        let answer = self
             .store
             .create_case(new, &meta)
             .await
             .map_err(|e| status::store(e, ""))?;
-        committed(&case.number);
-        Ok(Response::new(convert::invoice_case(case)))
+        answered(answer)
     }
 
     async fn get_invoice_case(

@@ -332,5 +332,15 @@ fn hint(action: Action) -> &'static str {
         Action::SetLineState => {
             "see SetLineState: the line and the case must be in states that allow the target"
         }
+        Action::Update => {
+            "see UpdateInvoiceCase and UpdateCaseLine: which fields each state allows"
+        }
+        Action::Assign => {
+            "a case is assigned while it is NEW, WORK_IN_PROGRESS, AWAITING_INFO or RESOLVED"
+        }
+        Action::AcceptSolution => "a solution is accepted while the case is RESOLVED",
+        Action::RejectSolution => "a solution is rejected while the case is RESOLVED",
+        Action::AddComment => "comments are added until the case is CLOSED or CANCELED",
+        Action::SlaBreached => "",
     }
 }

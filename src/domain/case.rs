@@ -1,7 +1,6 @@
 //! The records: invoice cases and their lines (SPEC §2).
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
@@ -10,15 +9,14 @@ use super::{
 };
 
 /// Whether the lines of a case dispute one invoice or several.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestSource {
     SingleInvoice,
     MultipleInvoices,
 }
 
 /// Case priority; the discriminants are the priority levels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Priority {
     Critical = 1,
     High = 2,
@@ -27,8 +25,7 @@ pub enum Priority {
 }
 
 /// Why a line is disputed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DisputeCode {
     IncorrectProductOrService,
     PricingDiscrepancy,
@@ -38,8 +35,7 @@ pub enum DisputeCode {
 }
 
 /// How a case or a line was resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResolutionCode {
     SolvedCredit,
     SolvedWriteOff,
@@ -103,7 +99,7 @@ impl Priority {
 }
 
 /// An invoice case with its lines, as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Case {
     pub id: Uuid,
     pub number: String,
@@ -125,6 +121,8 @@ pub struct Case {
     pub submit_time: Option<DateTime<Utc>>,
     pub resolve_time: Option<DateTime<Utc>>,
     pub close_time: Option<DateTime<Utc>>,
+    /// The group of agents it is assigned to.
+    pub assignment_group: Option<String>,
     /// Incremented by every change of the case or a line; the etag.
     pub revision: i64,
     /// In line order (`position`).
@@ -132,7 +130,7 @@ pub struct Case {
 }
 
 /// A case line, as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Line {
     pub id: Uuid,
     pub number: String,

@@ -53,6 +53,12 @@ fn label(action: Action) -> &'static str {
         Action::Close => "Close Case",
         Action::Cancel => "Cancel",
         Action::SetLineState => "Set line state",
+        Action::Update => "Update",
+        Action::Assign => "Assign",
+        Action::AcceptSolution => "Accept solution",
+        Action::RejectSolution => "Reject solution",
+        Action::AddComment => "Add comment",
+        Action::SlaBreached => "SLA breached",
     }
 }
 

@@ -3,14 +3,12 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::state::{CaseState, LineState};
 
 /// The actions, one per mutating RPC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     Create,
     AddLine,
@@ -23,11 +21,17 @@ pub enum Action {
     Close,
     Cancel,
     SetLineState,
+    Update,
+    Assign,
+    AcceptSolution,
+    RejectSolution,
+    AddComment,
+    SlaBreached,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 17] = [
         Action::Create,
         Action::AddLine,
         Action::RemoveLine,
@@ -39,6 +43,12 @@ impl Action {
         Action::Close,
         Action::Cancel,
         Action::SetLineState,
+        Action::Update,
+        Action::Assign,
+        Action::AcceptSolution,
+        Action::RejectSolution,
+        Action::AddComment,
+        Action::SlaBreached,
     ];
 
     /// The name used in the database, events and error details.
@@ -55,6 +65,12 @@ impl Action {
             Action::Close => "CLOSE",
             Action::Cancel => "CANCEL",
             Action::SetLineState => "SET_LINE_STATE",
+            Action::Update => "UPDATE",
+            Action::Assign => "ASSIGN",
+            Action::AcceptSolution => "ACCEPT_SOLUTION",
+            Action::RejectSolution => "REJECT_SOLUTION",
+            Action::AddComment => "ADD_COMMENT",
+            Action::SlaBreached => "SLA_BREACHED",
         }
     }
 
@@ -71,8 +87,7 @@ impl fmt::Display for Action {
 }
 
 /// Why a state changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cause {
     /// The entity the action names (the case for case actions, the line for
     /// line actions).
@@ -83,8 +98,7 @@ pub enum Cause {
 }
 
 /// One state change of a case or a line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "entity", rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateChange {
     /// The case changed state (`from` is `None` on creation).
     Case {
@@ -105,6 +119,27 @@ pub enum StateChange {
     },
 }
 
+/// One field an action changed other than a state (those are
+/// [`StateChange`]s): which, and its value before and after, as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldChange {
+    /// The line whose field it is; `None` for a field of the case.
+    pub line: Option<ChangedLine>,
+    /// The field's API name (`priority`, `disputed_amount`, …).
+    pub field: String,
+    /// The value before; `None` when it was not set.
+    pub old: Option<String>,
+    /// The value after; `None` when it is no longer set.
+    pub new: Option<String>,
+}
+
+/// The line a [`FieldChange`] is of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedLine {
+    pub id: Uuid,
+    pub number: String,
+}
+
 impl StateChange {
     /// The cause of the change.
     pub fn cause(&self) -> Cause {
@@ -123,22 +158,5 @@ mod tests {
         for action in Action::ALL {
             assert_eq!(Action::parse(action.as_str()), Some(action));
         }
-    }
-
-    #[test]
-    fn changes_serialise_with_their_entity() {
-        let change = StateChange::Line {
-            id: Uuid::nil(),
-            number: "INVCSL0000001".into(),
-            cause: Cause::Cascade,
-            from: Some(LineState::New),
-            to: Some(LineState::WorkInProgress),
-        };
-        let json = serde_json::to_value(&change).unwrap();
-        assert_eq!(json["entity"], "LINE");
-        assert_eq!(json["from"], "NEW");
-        assert_eq!(json["to"], "WORK_IN_PROGRESS");
-        assert_eq!(json["cause"], "CASCADE");
-        assert_eq!(serde_json::from_value::<StateChange>(json).unwrap(), change);
     }
 }

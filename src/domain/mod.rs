@@ -16,7 +16,7 @@ pub use case::{
     Case, DisputeCode, Line, LineIdentity, LineRef, NewCase, NewLine, Priority, RequestSource,
     ResolutionCode,
 };
-pub use event::{Action, Cause, StateChange};
+pub use event::{Action, Cause, ChangedLine, FieldChange, StateChange};
 pub use machine::{
     CaseIdentity, Command, Context, Decision, DomainError, LineOutcome, LineResolution, Outcome,
     ProposeSolution, RefusedLine, Violation,

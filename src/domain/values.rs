@@ -4,7 +4,6 @@
 use std::{fmt, str::FromStr};
 
 use bigdecimal::BigDecimal;
-use serde::{Deserialize, Serialize};
 
 /// Most lines a case may hold.
 pub const MAX_LINES_PER_CASE: usize = 1000;
@@ -23,8 +22,7 @@ const MAX_FRACTION_DIGITS: usize = 4;
 
 /// An exact non-negative decimal (money or quantity), kept with the scale it
 /// was given in (`"12.50"` stays `"12.50"`).
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Decimal(BigDecimal);
 
 impl Decimal {

@@ -25,6 +25,7 @@ use super::{
     schema::invoice_cases,
     session::{Mode, Session},
     statement::statement,
+    stored::StoredResponse,
     write::{Record, WriteDecision, Written},
 };
 use crate::domain::{
@@ -101,7 +102,7 @@ statement! {
     "SELECT nextval('invoice_case_number_seq') AS case_seq, \
             ARRAY(SELECT nextval('case_line_number_seq') \
                   FROM generate_series(1, $line_count)) AS line_seqs, \
-            r.actor, r.method, r.fingerprint, r.response \
+            r.actor, r.method, r.fingerprint, r.reply, r.response \
      FROM (SELECT 1) AS one \
      LEFT JOIN idempotency_records r ON r.request_id = $request_id"
 }
@@ -118,6 +119,8 @@ struct Numbers {
     method: Option<String>,
     #[diesel(sql_type = Nullable<Bytea>)]
     fingerprint: Option<Vec<u8>>,
+    #[diesel(sql_type = Nullable<Bytea>)]
+    reply: Option<Vec<u8>>,
     #[diesel(sql_type = Nullable<Jsonb>)]
     response: Option<serde_json::Value>,
 }
@@ -128,7 +131,8 @@ impl Numbers {
             actor: self.actor.take()?,
             method: self.method.take()?,
             fingerprint: self.fingerprint.take()?,
-            response: self.response.take()?,
+            reply: self.reply.take(),
+            response: self.response.take(),
         })
     }
 }
@@ -137,27 +141,41 @@ impl Numbers {
 /// between the read and the write, before it gives up (ABORTED).
 const MAX_ATTEMPTS: usize = 100;
 
+/// What a mutating call answers.
+#[derive(Debug, Clone)]
+// Written is the common answer: boxing it would cost every call an
+// allocation to shrink the rare replay.
+#[allow(clippy::large_enum_variant)]
+pub enum Answer {
+    /// The action was written, with its event: the case after it.
+    Written(Case),
+    /// The request id came back with the same request: the first call's
+    /// response, as stored. Nothing was written.
+    Replayed(StoredResponse),
+}
+
 /// What the transaction of a mutating call did.
+#[allow(clippy::large_enum_variant)]
 enum Outcome {
     /// Wrote this action's decision (and its event).
     Written(Case, Action),
     /// Answered a repeated request id with the stored reply: nothing
     /// written.
-    Replayed(Case),
+    Replayed(StoredResponse),
 }
 
 impl Outcome {
-    /// The case the call answers, once the transaction committed; a
-    /// written action is counted in `invoice_cases_transitions_total`
-    /// under its event's name.
-    fn committed(self) -> Case {
+    /// What the call answers, once the transaction committed; a written
+    /// action is counted in `invoice_cases_transitions_total` under its
+    /// event's name.
+    fn committed(self) -> Answer {
         match self {
             Outcome::Written(case, action) => {
                 metrics::counter!("invoice_cases_transitions_total", "action" => action.as_str())
                     .increment(1);
-                case
+                Answer::Written(case)
             }
-            Outcome::Replayed(case) => case,
+            Outcome::Replayed(reply) => Answer::Replayed(reply),
         }
     }
 }
@@ -172,7 +190,11 @@ impl Store {
     /// Creates a case in DRAFT with its lines, its numbers, and its CREATE
     /// event: one statement for the numbers (and a stored reply), one that
     /// writes everything.
-    pub async fn create_case(&self, new: NewCase, meta: &MutationMeta) -> Result<Case, StoreError> {
+    pub async fn create_case(
+        &self,
+        new: NewCase,
+        meta: &MutationMeta,
+    ) -> Result<Answer, StoreError> {
         let mut session = self
             .session(meta.statement_timeout, Mode::ReadWrite)
             .await?;
@@ -232,7 +254,7 @@ impl Store {
         access: &Access,
         request: Request,
         meta: &MutationMeta,
-    ) -> Result<Case, StoreError> {
+    ) -> Result<Answer, StoreError> {
         let mut session = self
             .session(meta.statement_timeout, Mode::ReadWrite)
             .await?;
@@ -243,11 +265,10 @@ impl Store {
             (Err(error), Some(key)) if is_request_id_conflict(&error) => {
                 Err(StoreError::RequestIdReused(key.request_id))
             }
-            (result, idempotency) => {
-                if let Ok(case) = &result {
+            (result, _) => {
+                if let Ok(answer) = &result {
                     self.committed();
-                    // A replayed reply is the case as it was then.
-                    if idempotency.is_none() {
+                    if let Answer::Written(case) = answer {
                         self.recent().put(case.clone());
                     }
                 }
@@ -378,9 +399,9 @@ impl Store {
     /// answered with that call's reply.
     async fn after_write(
         &self,
-        result: Result<Case, StoreError>,
+        result: Result<Answer, StoreError>,
         meta: &MutationMeta,
-    ) -> Result<Case, StoreError> {
+    ) -> Result<Answer, StoreError> {
         match (result, &meta.idempotency) {
             (Err(error), Some(key)) if is_request_id_conflict(&error) => {
                 let mut session = self.session(meta.statement_timeout, Mode::ReadOnly).await?;
@@ -388,13 +409,13 @@ impl Store {
                 session
                     .finish(found)
                     .await?
+                    .map(Answer::Replayed)
                     .ok_or(StoreError::RequestIdReused(key.request_id))
             }
-            (result, idempotency) => {
-                if let Ok(case) = &result {
+            (result, _) => {
+                if let Ok(answer) = &result {
                     self.committed();
-                    // A replayed reply is the case as it was then.
-                    if idempotency.is_none() {
+                    if let Answer::Written(case) = answer {
                         self.recent().put(case.clone());
                     }
                 }
@@ -526,7 +547,7 @@ fn key_columns(key: &CaseKey) -> (Option<Uuid>, Option<&str>) {
 
 /// The stored reply of a repeated request id: the first response, if the
 /// request is the same one.
-fn replay(reply: StoredReply, meta: &MutationMeta) -> Result<Case, StoreError> {
+fn replay(reply: StoredReply, meta: &MutationMeta) -> Result<StoredResponse, StoreError> {
     let Some(key) = &meta.idempotency else {
         return Err(StoreError::Corrupt("a reply without a request id".into()));
     };
@@ -536,7 +557,7 @@ fn replay(reply: StoredReply, meta: &MutationMeta) -> Result<Case, StoreError> {
     {
         return Err(StoreError::RequestIdReused(key.request_id));
     }
-    super::stored::response_from_json(reply.response)
+    super::stored::response_from_columns(reply.reply, reply.response)
 }
 
 /// ListInvoiceCases' query: the filter's conditions, the caller's

@@ -185,6 +185,8 @@ struct LogRow {
     changes: Option<serde_json::Value>,
     #[diesel(sql_type = Nullable<Text>)]
     comment: Option<String>,
+    #[diesel(sql_type = Nullable<Jsonb>)]
+    details: Option<serde_json::Value>,
 }
 
 /// The text of a log read whose events also satisfy `$condition` (an
@@ -198,7 +200,7 @@ macro_rules! read_log_sql {
                     r.pruned_through_txid, r.pruned_through_id, e.fetched, \
                     e.id, e.txid::text::bigint AS txid, e.case_id, e.case_number, \
                     e.account_id, e.action, e.actor, e.occur_time, e.etag, e.changes, \
-                    e.comment \
+                    e.comment, e.details \
              FROM h CROSS JOIN ( \
                  SELECT pruned_through_txid, pruned_through_id \
                  FROM case_event_retention LIMIT 1) r \
@@ -285,6 +287,7 @@ impl LogRow {
                 etag: self.etag?,
                 changes: self.changes?,
                 comment: self.comment,
+                details: self.details,
             }
             .into_event(),
         )

@@ -28,7 +28,7 @@ statement! {
         limit: BigInt = i64,
     }
     "SELECT id, txid::text::bigint AS txid, case_id, case_number, account_id, action, actor, \
-            occur_time, etag, changes, comment \
+            occur_time, etag, changes, comment, details \
      FROM case_events WHERE case_id = $case_id AND id > $after ORDER BY id LIMIT $limit"
 }
 

@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use diesel::sql_types::{BigInt, Timestamptz};
 
+use super::stored::StoredResponse;
 use super::{
     StoreError,
     schema::idempotency_records,
@@ -14,14 +15,18 @@ use super::{
 };
 use crate::domain::Case;
 
-/// A mutating request's request id, and what it must match on a retry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A mutating request's request id, what it must match on a retry, and how
+/// its response is stored.
+#[derive(Debug, Clone)]
 pub struct Idempotency {
     pub request_id: Uuid,
     /// The RPC, e.g. `SubmitCase`.
     pub method: &'static str,
     /// A hash of the request message.
     pub fingerprint: Vec<u8>,
+    /// The bytes of the response to a call that answers with `case`:
+    /// stored with the action, and sent as they are on a retry.
+    pub encode_response: fn(&Case) -> Vec<u8>,
 }
 
 #[derive(Queryable, Selectable)]
@@ -30,7 +35,8 @@ struct Record {
     actor: String,
     method: String,
     fingerprint: Vec<u8>,
-    response: serde_json::Value,
+    reply: Option<Vec<u8>>,
+    response: Option<serde_json::Value>,
 }
 
 /// The stored response of an earlier request with this id, if any. A
@@ -39,7 +45,7 @@ pub(super) async fn find_in(
     session: &mut Session,
     key: &Idempotency,
     actor: &str,
-) -> Result<Option<Case>, StoreError> {
+) -> Result<Option<StoredResponse>, StoreError> {
     let records: Vec<Record> = session
         .rows(
             idempotency_records::table
@@ -54,7 +60,7 @@ pub(super) async fn find_in(
     {
         return Err(StoreError::RequestIdReused(key.request_id));
     }
-    super::stored::response_from_json(record.response).map(Some)
+    super::stored::response_from_columns(record.reply, record.response).map(Some)
 }
 
 statement! {

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::domain::Case;
 
-/// `t.`'s 21 case columns, in table order.
+/// `t.`'s 22 case columns, in table order.
 macro_rules! case_columns {
     ($t:literal) => {
         concat!(
@@ -65,7 +65,9 @@ macro_rules! case_columns {
             $t,
             ".close_time, ",
             $t,
-            ".revision"
+            ".revision, ",
+            $t,
+            ".assignment_group"
         )
     };
 }
@@ -171,7 +173,7 @@ statement! {
     pub(super) struct FindReply {
         request_id: SqlUuid = Uuid,
     }
-    "SELECT actor, method, fingerprint, response FROM idempotency_records \
+    "SELECT actor, method, fingerprint, reply, response FROM idempotency_records \
      WHERE request_id = $request_id"
 }
 
@@ -184,8 +186,12 @@ pub(super) struct StoredReply {
     pub method: String,
     #[diesel(sql_type = Bytea)]
     pub fingerprint: Vec<u8>,
-    #[diesel(sql_type = Jsonb)]
-    pub response: serde_json::Value,
+    /// Version 2: the response's bytes.
+    #[diesel(sql_type = Nullable<Bytea>)]
+    pub reply: Option<Vec<u8>>,
+    /// Version 1: the case as JSON (records written before version 2).
+    #[diesel(sql_type = Nullable<Jsonb>)]
+    pub response: Option<serde_json::Value>,
 }
 
 /// One row of [`LoadCase`] or [`CasesWithLines`]: a case, one of its
@@ -197,7 +203,7 @@ pub(super) struct CaseLineRow {
 }
 
 /// Column of the first line column.
-const LINE_AT: usize = 21;
+const LINE_AT: usize = 22;
 /// Column of the new line number.
 const SEQUENCE_AT: usize = LINE_AT + 18;
 

@@ -25,12 +25,13 @@ mod write;
 use diesel::result::DatabaseErrorKind;
 use uuid::Uuid;
 
-pub use cases::{CaseFilter, CasePage, CasePageKey, Comparison, MutationMeta, Request};
+pub use cases::{Answer, CaseFilter, CasePage, CasePageKey, Comparison, MutationMeta, Request};
 pub use event_log::{EventFilter, LogBounds, LogPage, Shown, StreamPosition};
 pub use events::EventPage;
 pub use idempotency::Idempotency;
 pub use pool::{PoolSettings, Store, connect, connection_config, run_migrations};
 pub use rows::{EventPosition, StoredEvent};
+pub use stored::StoredResponse;
 
 use crate::domain::DomainError;
 

@@ -11,11 +11,11 @@ use super::{
     schema::{case_events, case_lines, invoice_cases},
 };
 use crate::domain::{
-    Action, Case, CaseState, Decimal, DisputeCode, Line, LineState, Priority, RequestSource,
-    ResolutionCode, StateChange,
+    Action, Case, CaseState, Decimal, DisputeCode, FieldChange, Line, LineState, Priority,
+    RequestSource, ResolutionCode, StateChange,
 };
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = invoice_cases, check_for_backend(diesel::pg::Pg))]
 pub struct CaseRow {
     pub id: Uuid,
@@ -39,24 +39,10 @@ pub struct CaseRow {
     pub resolve_time: Option<DateTime<Utc>>,
     pub close_time: Option<DateTime<Utc>>,
     pub revision: i64,
+    pub assignment_group: Option<String>,
 }
 
-/// The fields of a case an action may change.
-#[derive(Debug, AsChangeset)]
-#[diesel(table_name = invoice_cases, treat_none_as_null = true)]
-pub struct CaseChanges<'a> {
-    pub state: &'a str,
-    pub assigned_to: Option<&'a str>,
-    pub resolution_code: Option<&'a str>,
-    pub resolution_notes: Option<&'a str>,
-    pub update_time: DateTime<Utc>,
-    pub submit_time: Option<DateTime<Utc>>,
-    pub resolve_time: Option<DateTime<Utc>>,
-    pub close_time: Option<DateTime<Utc>>,
-    pub revision: i64,
-}
-
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = case_lines, check_for_backend(diesel::pg::Pg))]
 pub struct LineRow {
     pub id: Uuid,
@@ -97,20 +83,7 @@ pub struct EventRow {
     pub etag: String,
     pub changes: serde_json::Value,
     pub comment: Option<String>,
-}
-
-#[derive(Debug, Insertable)]
-#[diesel(table_name = case_events)]
-pub struct NewEventRow<'a> {
-    pub case_id: Uuid,
-    pub case_number: &'a str,
-    pub account_id: &'a str,
-    pub action: &'a str,
-    pub actor: &'a str,
-    pub occur_time: DateTime<Utc>,
-    pub etag: String,
-    pub changes: serde_json::Value,
-    pub comment: Option<&'a str>,
+    pub details: Option<serde_json::Value>,
 }
 
 /// A stored event, decoded.
@@ -127,6 +100,8 @@ pub struct StoredEvent {
     pub etag: String,
     pub changes: Vec<StateChange>,
     pub comment: Option<String>,
+    /// The fields it changed other than states.
+    pub field_changes: Vec<FieldChange>,
 }
 
 /// The position of an event in the log: its writing transaction, then its
@@ -156,32 +131,6 @@ fn parse_opt<T>(
 }
 
 impl CaseRow {
-    pub fn from_case(case: &Case) -> Self {
-        CaseRow {
-            id: case.id,
-            number: case.number.clone(),
-            state: case.state.as_str().to_owned(),
-            account_id: case.account_id.clone(),
-            contact_id: case.contact_id.clone(),
-            invoice_number: case.invoice_number.clone(),
-            request_source: case.request_source.as_str().to_owned(),
-            short_description: case.short_description.clone(),
-            description: case.description.clone(),
-            priority: case.priority.level(),
-            currency_code: case.currency_code.clone(),
-            assigned_to: case.assigned_to.clone(),
-            opened_by: case.opened_by.clone(),
-            resolution_code: case.resolution_code.map(|c| c.as_str().to_owned()),
-            resolution_notes: case.resolution_notes.clone(),
-            create_time: case.create_time,
-            update_time: case.update_time,
-            submit_time: case.submit_time,
-            resolve_time: case.resolve_time,
-            close_time: case.close_time,
-            revision: case.revision,
-        }
-    }
-
     /// The case with its lines (given in line order).
     pub fn into_case(self, lines: Vec<LineRow>) -> Result<Case, StoreError> {
         Ok(Case {
@@ -210,6 +159,7 @@ impl CaseRow {
             submit_time: self.submit_time,
             resolve_time: self.resolve_time,
             close_time: self.close_time,
+            assignment_group: self.assignment_group,
             revision: self.revision,
             lines: lines
                 .into_iter()
@@ -219,47 +169,7 @@ impl CaseRow {
     }
 }
 
-impl<'a> CaseChanges<'a> {
-    pub fn from_case(case: &'a Case) -> Self {
-        CaseChanges {
-            state: case.state.as_str(),
-            assigned_to: case.assigned_to.as_deref(),
-            resolution_code: case.resolution_code.map(ResolutionCode::as_str),
-            resolution_notes: case.resolution_notes.as_deref(),
-            update_time: case.update_time,
-            submit_time: case.submit_time,
-            resolve_time: case.resolve_time,
-            close_time: case.close_time,
-            revision: case.revision,
-        }
-    }
-}
-
 impl LineRow {
-    pub fn from_line(case_id: Uuid, line: &Line) -> Self {
-        let big = |d: &Decimal| d.as_big_decimal().clone();
-        LineRow {
-            id: line.id,
-            case_id,
-            position: line.position,
-            number: line.number.clone(),
-            state: line.state.as_str().to_owned(),
-            dispute_code: line.dispute_code.as_str().to_owned(),
-            invoice_line_ref: line.invoice_line_ref.clone(),
-            invoice_number: line.invoice_number.clone(),
-            short_description: line.short_description.clone(),
-            invoiced_amount: big(&line.invoiced_amount),
-            disputed_amount: big(&line.disputed_amount),
-            approved_amount: line.approved_amount.as_ref().map(big),
-            invoiced_quantity: line.invoiced_quantity.as_ref().map(big),
-            disputed_quantity: line.disputed_quantity.as_ref().map(big),
-            resolution_code: line.resolution_code.map(|c| c.as_str().to_owned()),
-            resolution_notes: line.resolution_notes.clone(),
-            create_time: line.create_time,
-            update_time: line.update_time,
-        }
-    }
-
     pub fn into_line(self) -> Result<Line, StoreError> {
         Ok(Line {
             id: self.id,
@@ -303,6 +213,7 @@ impl EventRow {
             etag: self.etag,
             changes: super::stored::changes_from_json(self.changes)?,
             comment: self.comment,
+            field_changes: super::stored::details_from_json(self.details)?,
         })
     }
 }
@@ -362,6 +273,7 @@ impl CaseRow {
             resolve_time: c.next::<Nullable<Timestamptz>, _>()?,
             close_time: c.next::<Nullable<Timestamptz>, _>()?,
             revision: c.next::<BigInt, _>()?,
+            assignment_group: c.next::<Nullable<Text>, _>()?,
         })
     }
 }

@@ -26,6 +26,7 @@ diesel::table! {
         resolve_time -> Nullable<Timestamptz>,
         close_time -> Nullable<Timestamptz>,
         revision -> BigInt,
+        assignment_group -> Nullable<Text>,
     }
 }
 
@@ -64,6 +65,7 @@ diesel::table! {
         etag -> Text,
         changes -> Jsonb,
         comment -> Nullable<Text>,
+        details -> Nullable<Jsonb>,
     }
 }
 
@@ -74,8 +76,9 @@ diesel::table! {
         method -> Text,
         fingerprint -> Bytea,
         case_id -> Uuid,
-        response -> Jsonb,
+        response -> Nullable<Jsonb>,
         create_time -> Timestamptz,
+        reply -> Nullable<Bytea>,
     }
 }
 

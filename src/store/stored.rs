@@ -1,44 +1,453 @@
-//! The stored JSON forms: an event's `changes` and an idempotency record's
-//! `response`. Written and read only here, and pinned by a golden test:
-//! renaming a domain type or field must not change what is stored (rows
-//! written by earlier versions must still read), so a change that would
-//! fails the test instead of silently changing the format.
+//! The stored forms of what the database keeps as documents: an event's
+//! `changes` (JSON) and an idempotency record's reply.
+//!
+//! Storage has types of its own here, named by the version of the form they
+//! read and write, and converted to and from the domain's by hand: the
+//! domain has no serde derives, so renaming a domain type, field or variant
+//! cannot change what is stored, and rows written by earlier versions must
+//! still read. A golden test pins each form.
+//!
+//! * `changes`, version 1: a JSON array of `{"entity": "CASE" | "LINE",
+//!   "id", "number", "cause": "DIRECT" | "CASCADE", "from", "to"}`, the
+//!   states by their database names (`CaseState::as_str`). A later version
+//!   would be an object `{"version": n, …}`, which version 1 (an array)
+//!   cannot be mistaken for.
+//! * `details`, version 1: NULL when an event has none, else a JSON object
+//!   `{"fields": [{"line": {"id", "number"} | null, "field", "old", "new"}]}`:
+//!   the fields an action changed besides states. Keys are added only with
+//!   a default, so that every row written before reads as it was.
+//! * replies, version 2 (column `reply`): the bytes of the response message
+//!   the first call sent, exactly. Version 1 (column `response`, written
+//!   before replies were bytes) is the case as JSON; it is still read, for
+//!   records written before the upgrade, until retention prunes them.
 
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use uuid::Uuid;
 
 use super::StoreError;
-use crate::domain::{Case, StateChange};
+use crate::domain::{
+    Case, CaseState, Cause, ChangedLine, Decimal, DisputeCode, FieldChange, Line, LineState,
+    Priority, RequestSource, ResolutionCode, StateChange,
+};
 
-/// An event's `changes` column.
+fn corrupt(what: &str, error: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("stored {what}: {error}"))
+}
+
+/// A state name as stored.
+fn named<T>(what: &str, name: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T, StoreError> {
+    parse(name).ok_or_else(|| corrupt(what, format!("unknown value {name:?}")))
+}
+
+fn named_opt<T>(
+    what: &str,
+    name: Option<&str>,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Option<T>, StoreError> {
+    name.map(|name| named(what, name, parse)).transpose()
+}
+
+// ---------------------------------------------------------------------------
+// Event changes, version 1.
+
+/// One change of `changes` version 1.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "entity", deny_unknown_fields)]
+enum ChangeV1 {
+    #[serde(rename = "CASE")]
+    Case {
+        id: Uuid,
+        number: String,
+        cause: CauseV1,
+        from: Option<String>,
+        to: String,
+    },
+    #[serde(rename = "LINE")]
+    Line {
+        id: Uuid,
+        number: String,
+        cause: CauseV1,
+        from: Option<String>,
+        to: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+enum CauseV1 {
+    #[serde(rename = "DIRECT")]
+    Direct,
+    #[serde(rename = "CASCADE")]
+    Cascade,
+}
+
+impl From<Cause> for CauseV1 {
+    fn from(cause: Cause) -> Self {
+        match cause {
+            Cause::Direct => CauseV1::Direct,
+            Cause::Cascade => CauseV1::Cascade,
+        }
+    }
+}
+
+impl From<CauseV1> for Cause {
+    fn from(cause: CauseV1) -> Self {
+        match cause {
+            CauseV1::Direct => Cause::Direct,
+            CauseV1::Cascade => Cause::Cascade,
+        }
+    }
+}
+
+impl ChangeV1 {
+    fn of(change: &StateChange) -> Self {
+        match change {
+            StateChange::Case {
+                id,
+                number,
+                cause,
+                from,
+                to,
+            } => ChangeV1::Case {
+                id: *id,
+                number: number.clone(),
+                cause: (*cause).into(),
+                from: from.map(|s| s.as_str().to_owned()),
+                to: to.as_str().to_owned(),
+            },
+            StateChange::Line {
+                id,
+                number,
+                cause,
+                from,
+                to,
+            } => ChangeV1::Line {
+                id: *id,
+                number: number.clone(),
+                cause: (*cause).into(),
+                from: from.map(|s| s.as_str().to_owned()),
+                to: to.map(|s| s.as_str().to_owned()),
+            },
+        }
+    }
+
+    fn into_domain(self) -> Result<StateChange, StoreError> {
+        const CASE: &str = "event change case state";
+        const LINE: &str = "event change line state";
+        Ok(match self {
+            ChangeV1::Case {
+                id,
+                number,
+                cause,
+                from,
+                to,
+            } => StateChange::Case {
+                id,
+                number,
+                cause: cause.into(),
+                from: named_opt(CASE, from.as_deref(), CaseState::parse)?,
+                to: named(CASE, &to, CaseState::parse)?,
+            },
+            ChangeV1::Line {
+                id,
+                number,
+                cause,
+                from,
+                to,
+            } => StateChange::Line {
+                id,
+                number,
+                cause: cause.into(),
+                from: named_opt(LINE, from.as_deref(), LineState::parse)?,
+                to: named_opt(LINE, to.as_deref(), LineState::parse)?,
+            },
+        })
+    }
+}
+
+/// An event's `changes` column, in the current version.
 pub(super) fn changes_to_json(changes: &[StateChange]) -> Result<Value, StoreError> {
-    serde_json::to_value(changes).map_err(|e| StoreError::Corrupt(format!("event changes: {e}")))
+    let stored: Vec<ChangeV1> = changes.iter().map(ChangeV1::of).collect();
+    serde_json::to_value(stored).map_err(|e| corrupt("event changes", e))
 }
 
-/// Reads an event's `changes` column.
+/// Reads an event's `changes` column, of any version.
 pub(super) fn changes_from_json(value: Value) -> Result<Vec<StateChange>, StoreError> {
-    serde_json::from_value(value).map_err(|e| StoreError::Corrupt(format!("event changes: {e}")))
+    match value {
+        Value::Array(_) => {
+            let stored: Vec<ChangeV1> =
+                serde_json::from_value(value).map_err(|e| corrupt("event changes", e))?;
+            stored.into_iter().map(ChangeV1::into_domain).collect()
+        }
+        other => Err(corrupt(
+            "event changes",
+            format!(
+                "a {} is not a version this service reads",
+                json_kind(&other)
+            ),
+        )),
+    }
 }
 
-/// An idempotency record's `response` column: the case as answered.
-pub(super) fn response_to_json(case: &Case) -> Result<Value, StoreError> {
-    serde_json::to_value(case).map_err(|e| StoreError::Corrupt(format!("response: {e}")))
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
 }
 
-/// Reads an idempotency record's `response` column.
-pub(super) fn response_from_json(value: Value) -> Result<Case, StoreError> {
-    serde_json::from_value(value).map_err(|e| StoreError::Corrupt(format!("stored response: {e}")))
+// ---------------------------------------------------------------------------
+// Event details, version 1.
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DetailsV1 {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    fields: Vec<FieldChangeV1>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FieldChangeV1 {
+    line: Option<LineV1Ref>,
+    field: String,
+    old: Option<String>,
+    new: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LineV1Ref {
+    id: Uuid,
+    number: String,
+}
+
+impl DetailsV1 {
+    fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+}
+
+/// An event's `details` column: `None` when the event has no details.
+pub(super) fn details_to_json(fields: &[FieldChange]) -> Result<Option<Value>, StoreError> {
+    let details = DetailsV1 {
+        fields: fields
+            .iter()
+            .map(|change| FieldChangeV1 {
+                line: change.line.as_ref().map(|line| LineV1Ref {
+                    id: line.id,
+                    number: line.number.clone(),
+                }),
+                field: change.field.clone(),
+                old: change.old.clone(),
+                new: change.new.clone(),
+            })
+            .collect(),
+    };
+    if details.is_empty() {
+        return Ok(None);
+    }
+    serde_json::to_value(details)
+        .map(Some)
+        .map_err(|e| corrupt("event details", e))
+}
+
+/// Reads an event's `details` column.
+pub(super) fn details_from_json(value: Option<Value>) -> Result<Vec<FieldChange>, StoreError> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let details: DetailsV1 =
+        serde_json::from_value(value).map_err(|e| corrupt("event details", e))?;
+    Ok(details
+        .fields
+        .into_iter()
+        .map(|change| FieldChange {
+            line: change.line.map(|line| ChangedLine {
+                id: line.id,
+                number: line.number,
+            }),
+            field: change.field,
+            old: change.old,
+            new: change.new,
+        })
+        .collect())
+}
+
+// ---------------------------------------------------------------------------
+// Idempotency replies.
+
+/// The first response to a request id, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoredResponse {
+    /// Version 2: the response message's bytes, as they were sent.
+    Encoded(Vec<u8>),
+    /// Version 1: the case the response was made of (records written
+    /// before replies were stored as bytes).
+    Case(Box<Case>),
+}
+
+/// Reads a reply: version 2 (`reply`, bytes) when present, else version 1
+/// (`response`, JSON).
+pub(super) fn response_from_columns(
+    reply: Option<Vec<u8>>,
+    response: Option<Value>,
+) -> Result<StoredResponse, StoreError> {
+    match (reply, response) {
+        (Some(bytes), _) => Ok(StoredResponse::Encoded(bytes)),
+        (None, Some(json)) => {
+            response_v1_from_json(json).map(|case| StoredResponse::Case(case.into()))
+        }
+        (None, None) => Err(corrupt(
+            "reply",
+            "neither the reply nor the response is stored",
+        )),
+    }
+}
+
+/// Version 1 of a reply: the case, with its lines.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseV1 {
+    id: Uuid,
+    number: String,
+    state: String,
+    account_id: String,
+    contact_id: Option<String>,
+    invoice_number: Option<String>,
+    request_source: String,
+    short_description: String,
+    description: Option<String>,
+    /// `Critical`, `High`, `Moderate` or `Low` (version 1 wrote the
+    /// variant names).
+    priority: String,
+    currency_code: String,
+    assigned_to: Option<String>,
+    opened_by: String,
+    resolution_code: Option<String>,
+    resolution_notes: Option<String>,
+    create_time: DateTime<Utc>,
+    update_time: DateTime<Utc>,
+    submit_time: Option<DateTime<Utc>>,
+    resolve_time: Option<DateTime<Utc>>,
+    close_time: Option<DateTime<Utc>>,
+    revision: i64,
+    lines: Vec<LineV1>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LineV1 {
+    id: Uuid,
+    number: String,
+    position: i32,
+    state: String,
+    dispute_code: String,
+    invoice_line_ref: Option<String>,
+    invoice_number: Option<String>,
+    short_description: String,
+    invoiced_amount: String,
+    disputed_amount: String,
+    approved_amount: Option<String>,
+    invoiced_quantity: Option<String>,
+    disputed_quantity: Option<String>,
+    resolution_code: Option<String>,
+    resolution_notes: Option<String>,
+    create_time: DateTime<Utc>,
+    update_time: DateTime<Utc>,
+}
+
+fn priority_v1(name: &str) -> Option<Priority> {
+    match name {
+        "Critical" => Some(Priority::Critical),
+        "High" => Some(Priority::High),
+        "Moderate" => Some(Priority::Moderate),
+        "Low" => Some(Priority::Low),
+        _ => None,
+    }
+}
+
+fn decimal_v1(what: &str, text: &str) -> Result<Decimal, StoreError> {
+    Decimal::parse(text).map_err(|e| corrupt(what, e))
+}
+
+fn response_v1_from_json(json: Value) -> Result<Case, StoreError> {
+    const WHAT: &str = "response (version 1)";
+    let case: CaseV1 = serde_json::from_value(json).map_err(|e| corrupt(WHAT, e))?;
+    let lines = case
+        .lines
+        .into_iter()
+        .map(|line| {
+            Ok(Line {
+                id: line.id,
+                number: line.number,
+                position: line.position,
+                state: named(WHAT, &line.state, LineState::parse)?,
+                dispute_code: named(WHAT, &line.dispute_code, DisputeCode::parse)?,
+                invoice_line_ref: line.invoice_line_ref,
+                invoice_number: line.invoice_number,
+                short_description: line.short_description,
+                invoiced_amount: decimal_v1(WHAT, &line.invoiced_amount)?,
+                disputed_amount: decimal_v1(WHAT, &line.disputed_amount)?,
+                approved_amount: line
+                    .approved_amount
+                    .map(|a| decimal_v1(WHAT, &a))
+                    .transpose()?,
+                invoiced_quantity: line
+                    .invoiced_quantity
+                    .map(|q| decimal_v1(WHAT, &q))
+                    .transpose()?,
+                disputed_quantity: line
+                    .disputed_quantity
+                    .map(|q| decimal_v1(WHAT, &q))
+                    .transpose()?,
+                resolution_code: named_opt(
+                    WHAT,
+                    line.resolution_code.as_deref(),
+                    ResolutionCode::parse,
+                )?,
+                resolution_notes: line.resolution_notes,
+                create_time: line.create_time,
+                update_time: line.update_time,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(Case {
+        id: case.id,
+        number: case.number,
+        state: named(WHAT, &case.state, CaseState::parse)?,
+        account_id: case.account_id,
+        contact_id: case.contact_id,
+        invoice_number: case.invoice_number,
+        request_source: named(WHAT, &case.request_source, RequestSource::parse)?,
+        short_description: case.short_description,
+        description: case.description,
+        priority: named(WHAT, &case.priority, priority_v1)?,
+        currency_code: case.currency_code,
+        assigned_to: case.assigned_to,
+        opened_by: case.opened_by,
+        resolution_code: named_opt(WHAT, case.resolution_code.as_deref(), ResolutionCode::parse)?,
+        resolution_notes: case.resolution_notes,
+        create_time: case.create_time,
+        update_time: case.update_time,
+        submit_time: case.submit_time,
+        resolve_time: case.resolve_time,
+        close_time: case.close_time,
+        // Version 1 was written before cases had assignment groups.
+        assignment_group: None,
+        revision: case.revision,
+        lines,
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use chrono::{DateTime, Utc};
-    use uuid::Uuid;
-
     use super::*;
-    use crate::domain::{
-        CaseState, Cause, Decimal, DisputeCode, Line, LineState, Priority, RequestSource,
-        ResolutionCode,
-    };
 
     fn time(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text).unwrap().to_utc()
@@ -66,6 +475,7 @@ mod tests {
             submit_time: Some(time("2026-12-01T08:10:00Z")),
             resolve_time: Some(time("2026-12-01T09:00:00Z")),
             close_time: None,
+            assignment_group: None,
             revision: 7,
             lines: vec![Line {
                 id: Uuid::parse_str("01936f3e-0000-7000-8000-000000000002").unwrap(),
@@ -105,12 +515,19 @@ mod tests {
                 from: Some(CaseState::WorkInProgress),
                 to: CaseState::Resolved,
             },
+            StateChange::Line {
+                id: Uuid::parse_str("01936f3e-0000-7000-8000-000000000003").unwrap(),
+                number: "INVCSL0001002".into(),
+                cause: Cause::Direct,
+                from: None,
+                to: Some(LineState::Draft),
+            },
         ]
     }
 
-    /// The stored form of the sample changes, as every version so far has
+    /// Version 1 of the sample changes, as every version so far has
     /// written it.
-    const GOLDEN_CHANGES: &str = r#"[
+    const GOLDEN_CHANGES_V1: &str = r#"[
     {
         "entity": "LINE",
         "id": "01936f3e-0000-7000-8000-000000000002",
@@ -126,11 +543,20 @@ mod tests {
         "cause": "CASCADE",
         "from": "WORK_IN_PROGRESS",
         "to": "RESOLVED"
+    },
+    {
+        "entity": "LINE",
+        "id": "01936f3e-0000-7000-8000-000000000003",
+        "number": "INVCSL0001002",
+        "cause": "DIRECT",
+        "from": null,
+        "to": "DRAFT"
     }
 ]"#;
 
-    /// The stored form of the sample case.
-    const GOLDEN_RESPONSE: &str = r#"{
+    /// Version 1 of a reply: the sample case as the service wrote it
+    /// before replies were stored as bytes.
+    const GOLDEN_RESPONSE_V1: &str = r#"{
     "id": "01936f3e-0000-7000-8000-000000000001",
     "number": "INVCS0001001",
     "state": "RESOLVED",
@@ -176,13 +602,102 @@ mod tests {
 }"#;
 
     #[test]
-    fn the_stored_forms_are_unchanged() {
-        let golden: Value = serde_json::from_str(GOLDEN_CHANGES).unwrap();
+    fn changes_are_written_and_read_in_version_1() {
+        let golden: Value = serde_json::from_str(GOLDEN_CHANGES_V1).unwrap();
         assert_eq!(changes_to_json(&sample_changes()).unwrap(), golden);
         assert_eq!(changes_from_json(golden).unwrap(), sample_changes());
+    }
 
-        let golden: Value = serde_json::from_str(GOLDEN_RESPONSE).unwrap();
-        assert_eq!(response_to_json(&sample_case()).unwrap(), golden);
-        assert_eq!(response_from_json(golden).unwrap(), sample_case());
+    #[test]
+    fn changes_of_an_unknown_version_or_shape_are_corrupt_not_guessed() {
+        for bad in [
+            serde_json::json!({"version": 2, "changes": []}),
+            serde_json::json!([{"entity": "CASE", "id": Uuid::nil(), "number": "INVCS0000001",
+                                "cause": "DIRECT", "from": null, "to": "OPEN"}]),
+            serde_json::json!([{"entity": "CASE", "id": Uuid::nil(), "number": "INVCS0000001",
+                                "cause": "DIRECT", "from": null, "to": "NEW", "extra": 1}]),
+            serde_json::json!([{"entity": "BOTH"}]),
+        ] {
+            assert!(
+                matches!(changes_from_json(bad.clone()), Err(StoreError::Corrupt(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    fn sample_field_changes() -> Vec<FieldChange> {
+        vec![
+            FieldChange {
+                line: None,
+                field: "priority".into(),
+                old: Some("LOW".into()),
+                new: Some("HIGH".into()),
+            },
+            FieldChange {
+                line: Some(ChangedLine {
+                    id: Uuid::parse_str("01936f3e-0000-7000-8000-000000000002").unwrap(),
+                    number: "INVCSL0001001".into(),
+                }),
+                field: "disputed_quantity".into(),
+                old: Some("2".into()),
+                new: None,
+            },
+        ]
+    }
+
+    /// Version 1 of the sample details.
+    const GOLDEN_DETAILS_V1: &str = r#"{
+    "fields": [
+        {"line": null, "field": "priority", "old": "LOW", "new": "HIGH"},
+        {
+            "line": {"id": "01936f3e-0000-7000-8000-000000000002", "number": "INVCSL0001001"},
+            "field": "disputed_quantity",
+            "old": "2",
+            "new": null
+        }
+    ]
+}"#;
+
+    #[test]
+    fn details_are_written_and_read_in_version_1() {
+        let golden: Value = serde_json::from_str(GOLDEN_DETAILS_V1).unwrap();
+        assert_eq!(
+            details_to_json(&sample_field_changes()).unwrap(),
+            Some(golden.clone())
+        );
+        assert_eq!(
+            details_from_json(Some(golden)).unwrap(),
+            sample_field_changes()
+        );
+        // An event without details stores none, and reads as none.
+        assert_eq!(details_to_json(&[]).unwrap(), None);
+        assert_eq!(details_from_json(None).unwrap(), Vec::new());
+        assert!(matches!(
+            details_from_json(Some(serde_json::json!({"fields": [], "unknown": 1}))),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn replies_of_version_1_still_read() {
+        let golden: Value = serde_json::from_str(GOLDEN_RESPONSE_V1).unwrap();
+        assert_eq!(
+            response_from_columns(None, Some(golden)).unwrap(),
+            StoredResponse::Case(Box::new(sample_case()))
+        );
+    }
+
+    #[test]
+    fn replies_of_version_2_are_the_bytes_as_sent() {
+        let bytes = vec![10, 3, b'a', b'b', b'c'];
+        // The bytes win over a version 1 form, and are returned untouched.
+        assert_eq!(
+            response_from_columns(Some(bytes.clone()), Some(Value::Null)).unwrap(),
+            StoredResponse::Encoded(bytes)
+        );
+        assert!(matches!(
+            response_from_columns(None, None),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 }

@@ -62,7 +62,8 @@ pub(super) struct WriteDecision<'a> {
     added: Option<AddedLines<'a>>,
     changed: Option<ChangedLines<'a>>,
     changes: serde_json::Value,
-    response: Option<serde_json::Value>,
+    details: Option<serde_json::Value>,
+    response: Option<Vec<u8>>,
 }
 
 impl<'a> WriteDecision<'a> {
@@ -74,10 +75,8 @@ impl<'a> WriteDecision<'a> {
     ) -> Result<Self, StoreError> {
         let case = &decision.case;
         let changes = stored::changes_to_json(&decision.changes)?;
-        let response = record
-            .idempotency
-            .map(|_| stored::response_to_json(case))
-            .transpose()?;
+        let details = stored::details_to_json(&decision.field_changes)?;
+        let response = record.idempotency.map(|key| (key.encode_response)(case));
         let added: Vec<&Line> = case
             .lines
             .iter()
@@ -103,6 +102,7 @@ impl<'a> WriteDecision<'a> {
             added: (!added.is_empty()).then(|| AddedLines::new(&added)),
             changed: (!changed.is_empty()).then(|| ChangedLines::new(&changed)),
             changes,
+            details,
             response,
         })
     }
@@ -264,6 +264,14 @@ impl QueryFragment<Pg> for WriteDecision<'_> {
                     close_time,
                     Nullable<Timestamptz>
                 );
+                set_if_changed!(
+                    out,
+                    before,
+                    case,
+                    "assignment_group",
+                    assignment_group,
+                    Nullable<Text>
+                );
                 out.push_sql(" FROM case_lock WHERE invoice_cases.id = ");
                 out.push_bind_param::<SqlUuid, _>(&case.id)?;
                 out.push_sql(" AND invoice_cases.revision = ");
@@ -287,7 +295,7 @@ impl QueryFragment<Pg> for WriteDecision<'_> {
         }
         out.push_sql(
             ", event AS (INSERT INTO case_events (case_id, case_number, account_id, action, \
-             actor, occur_time, etag, changes, comment) SELECT c.id, ",
+             actor, occur_time, etag, changes, comment, details) SELECT c.id, ",
         );
         out.push_bind_param::<Text, _>(&case.number)?;
         out.push_sql(", ");
@@ -304,11 +312,13 @@ impl QueryFragment<Pg> for WriteDecision<'_> {
         out.push_bind_param::<Jsonb, _>(&self.changes)?;
         out.push_sql(", ");
         out.push_bind_param::<Nullable<Text>, _>(&self.record.comment)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Jsonb>, _>(&self.details)?;
         out.push_sql(" FROM c)");
         if let (Some(key), Some(response)) = (self.record.idempotency, &self.response) {
             out.push_sql(
                 ", reply AS (INSERT INTO idempotency_records (request_id, actor, method, \
-                 fingerprint, case_id, response) SELECT ",
+                 fingerprint, case_id, reply) SELECT ",
             );
             out.push_bind_param::<SqlUuid, _>(&key.request_id)?;
             out.push_sql(", ");
@@ -318,7 +328,7 @@ impl QueryFragment<Pg> for WriteDecision<'_> {
             out.push_sql(", ");
             out.push_bind_param::<Bytea, _>(&key.fingerprint)?;
             out.push_sql(", c.id, ");
-            out.push_bind_param::<Jsonb, _>(response)?;
+            out.push_bind_param::<Bytea, _>(response)?;
             out.push_sql(" FROM c)");
         }
         if self.record.notify {

@@ -9,3 +9,4 @@ mod errors;
 mod idempotency;
 mod listing;
 mod plans;
+mod replies;

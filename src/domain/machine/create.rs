@@ -104,6 +104,7 @@ pub fn create(
         submit_time: None,
         resolve_time: None,
         close_time: None,
+        assignment_group: None,
         revision: 1,
         lines,
     };
@@ -111,6 +112,7 @@ pub fn create(
         action: Action::Create,
         case,
         changes,
+        field_changes: Vec::new(),
         added_lines,
         removed_lines: Vec::new(),
         updated_lines: Vec::new(),

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::domain::{
     case::{Case, Line, LineRef},
-    event::{Action, Cause, StateChange},
+    event::{Action, Cause, ChangedLine, FieldChange, StateChange},
     state::{CaseState, LineState},
 };
 
@@ -36,6 +36,8 @@ pub struct Decision {
     /// Every state change, the direct one first, then cascades in the order
     /// they were applied.
     pub changes: Vec<StateChange>,
+    /// Every other field the action changed, in the order it changed them.
+    pub field_changes: Vec<FieldChange>,
     /// Lines to insert (by id).
     pub added_lines: Vec<Uuid>,
     /// Lines to delete.
@@ -88,6 +90,7 @@ struct Work<'a> {
     ctx: Context<'a>,
     case: Case,
     changes: Vec<StateChange>,
+    field_changes: Vec<FieldChange>,
     added_lines: Vec<Uuid>,
     removed_lines: Vec<Uuid>,
     updated_lines: Vec<Uuid>,
@@ -100,6 +103,7 @@ impl<'a> Work<'a> {
             ctx,
             case: case.clone(),
             changes: Vec::new(),
+            field_changes: Vec::new(),
             added_lines: Vec::new(),
             removed_lines: Vec::new(),
             updated_lines: Vec::new(),
@@ -166,6 +170,38 @@ impl<'a> Work<'a> {
         }
     }
 
+    /// Records that a field of the case (`line: None`) or of the line at
+    /// `line` changed from `old` to `new`; a field whose value stays is not
+    /// recorded. An existing line's row is then rewritten.
+    #[allow(dead_code)] // The edits, assignments and SLAs record with it.
+    fn record_field(
+        &mut self,
+        line: Option<usize>,
+        field: &str,
+        old: Option<String>,
+        new: Option<String>,
+    ) {
+        if old == new {
+            return;
+        }
+        let line = line.map(|index| {
+            let line = &self.case.lines[index];
+            if !self.updated_lines.contains(&line.id) && !self.added_lines.contains(&line.id) {
+                self.updated_lines.push(line.id);
+            }
+            ChangedLine {
+                id: line.id,
+                number: line.number.clone(),
+            }
+        });
+        self.field_changes.push(FieldChange {
+            line,
+            field: field.to_owned(),
+            old,
+            new,
+        });
+    }
+
     /// Moves every line in `from` to `to` as a cascade of the case action.
     fn cascade_lines(&mut self, from: LineState, to: LineState) {
         for index in 0..self.case.lines.len() {
@@ -182,6 +218,7 @@ impl<'a> Work<'a> {
             action: self.action,
             case: self.case,
             changes: self.changes,
+            field_changes: self.field_changes,
             added_lines: self.added_lines,
             removed_lines: self.removed_lines,
             updated_lines: self.updated_lines,

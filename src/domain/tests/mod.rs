@@ -146,6 +146,7 @@ fn case(state: CaseState, line_states: &[LineState]) -> Case {
         submit_time: submitted.then(|| at(10)),
         resolve_time: resolved.then(|| at(20)),
         close_time: (state == CaseState::Closed).then(|| at(30)),
+        assignment_group: None,
         revision: 7,
         lines: (0..)
             .zip(line_states)
