@@ -186,6 +186,32 @@ async fn json_logs_have_one_line_per_rpc_under_the_request_id() {
         None,
     ));
 
+    // A call its client abandons before the server answers (its case is
+    // locked, so the handler waits): the server drops the call, and still
+    // writes its line, Cancelled.
+    let lock = lock_table(&database_url, "invoice_cases").await;
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(500),
+        admin.get_invoice_case(with_request_id(
+            pb::GetInvoiceCaseRequest {
+                case_id: case.id.clone(),
+            },
+            "abandoned-1",
+        )),
+    )
+    .await;
+    assert!(
+        abandoned.is_err(),
+        "the call waits for the lock: {abandoned:?}"
+    );
+    calls.push((
+        "abandoned-1".into(),
+        "GetInvoiceCase",
+        Code::Cancelled,
+        Some("admin"),
+        None,
+    ));
+
     // The lines are written when the calls end: wait for each call's line.
     let log = server.log_lines();
     for (id, ..) in &calls {
@@ -197,6 +223,7 @@ async fn json_logs_have_one_line_per_rpc_under_the_request_id() {
         .await
         .unwrap_or_else(|| panic!("no log line for the call {id}:\n{}", log.all().join("\n")));
     }
+    drop(lock);
     let logs = server.logs();
     let lines = rpc_lines(&logs);
     eprintln!("the server's JSON log lines:\n{}", logs.join("\n"));
