@@ -70,7 +70,7 @@ async fn rows_that_break_the_rules_are_refused_by_the_database() {
             "event_action",
         ),
         (
-            format!("UPDATE case_events SET changes = '[]' WHERE case_id = '{draft}'"),
+            format!("UPDATE case_events SET changes = '{{}}' WHERE case_id = '{draft}'"),
             "state_changes",
         ),
         // Fields that do not fit together.
