@@ -272,13 +272,14 @@ impl Store {
                 Err(StoreError::RequestIdReused(key.request_id))
             }
             (result, _) => {
-                match &result {
-                    Ok(Answer::Written(case)) => {
-                        self.committed();
+                // Nothing committed when nothing changed: no reader to wake.
+                if let Ok(answer) = &result
+                    && !matches!(answer, Answer::Unchanged(_))
+                {
+                    self.committed();
+                    if let Answer::Written(case) = answer {
                         self.recent().put(case.clone());
                     }
-                    Ok(Answer::Replayed(_)) => self.committed(),
-                    Ok(Answer::Unchanged(_)) | Err(_) => {}
                 }
                 result
             }
