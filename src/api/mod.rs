@@ -2,6 +2,7 @@
 //! maps every error to a status with details.
 
 mod authenticate;
+mod edits;
 mod filter;
 mod paging;
 mod requests;

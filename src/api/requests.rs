@@ -107,14 +107,14 @@ pub fn comment(text: &str) -> Result<Option<String>, String> {
     optional_long_text(text, MAX_LONG_TEXT)
 }
 
-fn decimal(text: &str) -> Result<Decimal, String> {
+pub(super) fn decimal(text: &str) -> Result<Decimal, String> {
     if text.is_empty() {
         return Err("is required".into());
     }
     Decimal::parse(text)
 }
 
-fn optional_decimal(text: Option<&str>) -> Result<Option<Decimal>, String> {
+pub(super) fn optional_decimal(text: Option<&str>) -> Result<Option<Decimal>, String> {
     text.map(Decimal::parse).transpose()
 }
 
@@ -122,7 +122,7 @@ fn enum_value<E: TryFrom<i32>>(value: i32) -> Result<E, String> {
     E::try_from(value).map_err(|_| format!("{value} is not a known value"))
 }
 
-fn dispute_code(value: i32) -> Result<DisputeCode, String> {
+pub(super) fn dispute_code(value: i32) -> Result<DisputeCode, String> {
     use pb::case_line::DisputeCode as P;
     Ok(match enum_value::<P>(value)? {
         P::Unspecified => return Err("is required".into()),
@@ -157,7 +157,7 @@ pub fn priority(value: i32) -> Result<Priority, String> {
     })
 }
 
-fn request_source(value: i32) -> Result<RequestSource, String> {
+pub(super) fn request_source(value: i32) -> Result<RequestSource, String> {
     use pb::invoice_case::RequestSource as P;
     Ok(match enum_value::<P>(value)? {
         P::Unspecified => return Err("is required: SINGLE_INVOICE or MULTIPLE_INVOICES".into()),

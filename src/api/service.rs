@@ -102,7 +102,7 @@ impl InvoiceCaseApi {
     /// The shape every mutation on an existing case shares: authorise,
     /// convert the request into a store request, run it in one
     /// transaction, return the case.
-    async fn mutate<R>(
+    pub(super) async fn mutate<R>(
         &self,
         request: Request<R>,
         method: &'static str,
@@ -135,7 +135,9 @@ impl InvoiceCaseApi {
 /// of the first call with its request id, as it was sent.
 fn answered(answer: store::Answer) -> Result<Response<pb::InvoiceCase>, Status> {
     let case = match answer {
-        store::Answer::Written(case) => convert::invoice_case(case),
+        store::Answer::Written(case) | store::Answer::Unchanged(case) => {
+            convert::invoice_case(case)
+        }
         store::Answer::Replayed(StoredResponse::Case(case)) => convert::invoice_case(*case),
         store::Answer::Replayed(StoredResponse::Encoded(bytes)) => {
             pb::InvoiceCase::decode(bytes.as_slice())
@@ -495,6 +497,20 @@ impl InvoiceCaseService for InvoiceCaseApi {
             }))
         })
         .await
+    }
+
+    async fn update_invoice_case(
+        &self,
+        request: Request<pb::UpdateInvoiceCaseRequest>,
+    ) -> Result<Response<pb::InvoiceCase>, Status> {
+        self.update_case(request).await
+    }
+
+    async fn update_case_line(
+        &self,
+        request: Request<pb::UpdateCaseLineRequest>,
+    ) -> Result<Response<pb::InvoiceCase>, Status> {
+        self.update_line(request).await
     }
 
     async fn list_state_changes(

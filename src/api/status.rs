@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::AuthError,
-    domain::{Action, CaseState, DomainError, Violation},
+    domain::{Action, CaseState, DomainError, NotEditable, RefusedLine, Violation},
     store::StoreError,
     watch::{Interruption, WatchError},
 };
@@ -23,6 +23,10 @@ pub const ERROR_DOMAIN: &str = "invoicecase.v1";
 
 /// `ErrorInfo.reason` of an action the current state does not allow.
 pub const INVALID_STATE_TRANSITION: &str = "INVALID_STATE_TRANSITION";
+
+/// `ErrorInfo.reason` of an edit naming fields its case's or line's state
+/// does not let change.
+pub const FIELD_NOT_EDITABLE: &str = "FIELD_NOT_EDITABLE";
 
 /// `ErrorInfo.reason` of a call refused, or a stream ended, by a shutdown.
 pub const SERVER_SHUTTING_DOWN: &str = "SERVER_SHUTTING_DOWN";
@@ -277,7 +281,40 @@ fn domain(error: DomainError, case: &str) -> Status {
             ),
         ),
         DomainError::InvalidRequest(violations) => invalid_argument(violations),
+        DomainError::FieldsNotEditable {
+            case_state,
+            line,
+            fields,
+        } => not_editable(message, case_state, line, fields),
     }
+}
+
+/// FAILED_PRECONDITION of an edit: ErrorInfo `FIELD_NOT_EDITABLE` with the
+/// fields (comma-separated) and the states, and one violation per field.
+fn not_editable(
+    message: String,
+    case_state: CaseState,
+    line: Option<RefusedLine>,
+    fields: Vec<NotEditable>,
+) -> Status {
+    let mut metadata = refusal_metadata(Action::Update, case_state);
+    let names: Vec<&str> = fields.iter().map(|field| field.field).collect();
+    metadata.insert("field".to_owned(), names.join(","));
+    if let Some(line) = &line {
+        metadata.insert("entity".into(), "LINE".into());
+        metadata.insert("currentState".into(), line.state.as_str().into());
+        metadata.insert("lineId".into(), line.id.to_string());
+        metadata.insert("lineNumber".into(), line.number.clone());
+        metadata.insert("lineState".into(), line.state.as_str().into());
+    }
+    let mut details = ErrorDetails::with_error_info(FIELD_NOT_EDITABLE, ERROR_DOMAIN, metadata);
+    details.set_precondition_failure(
+        fields
+            .into_iter()
+            .map(|field| PreconditionViolation::new("FIELD", field.field, field.reason))
+            .collect::<Vec<_>>(),
+    );
+    Status::with_error_details(Code::FailedPrecondition, message, details)
 }
 
 /// ErrorInfo metadata of an action the case refused: the action, and the

@@ -29,6 +29,8 @@ pub enum Permission {
     /// AssignToMe, RequestInformation, InformationReceived, ProposeSolution,
     /// CloseCase, SetLineState.
     Work,
+    /// UpdateInvoiceCase, UpdateCaseLine (the states decide which fields).
+    Edit,
 }
 
 impl Role {
@@ -56,8 +58,13 @@ impl Role {
         match self {
             Role::Admin => true,
             Role::Viewer => matches!(permission, Read),
-            Role::Requester => matches!(permission, Read | Create | EditLines | SubmitOrCancel),
-            Role::Agent => matches!(permission, Read | SubmitOrCancel | Work),
+            Role::Requester => {
+                matches!(
+                    permission,
+                    Read | Create | EditLines | SubmitOrCancel | Edit
+                )
+            }
+            Role::Agent => matches!(permission, Read | SubmitOrCancel | Work | Edit),
         }
     }
 }
@@ -70,6 +77,7 @@ impl fmt::Display for Permission {
             Permission::EditLines => "adding or removing lines",
             Permission::SubmitOrCancel => "submitting or canceling cases",
             Permission::Work => "working on cases",
+            Permission::Edit => "editing cases",
         })
     }
 }
@@ -81,16 +89,16 @@ mod tests {
     #[test]
     fn matrix() {
         use Permission::*;
-        let all = [Read, Create, EditLines, SubmitOrCancel, Work];
+        let all = [Read, Create, EditLines, SubmitOrCancel, Work, Edit];
         let allowed = |role: Role| -> Vec<Permission> {
             all.into_iter().filter(|p| role.allows(*p)).collect()
         };
         assert_eq!(allowed(Role::Viewer), [Read]);
         assert_eq!(
             allowed(Role::Requester),
-            [Read, Create, EditLines, SubmitOrCancel]
+            [Read, Create, EditLines, SubmitOrCancel, Edit]
         );
-        assert_eq!(allowed(Role::Agent), [Read, SubmitOrCancel, Work]);
+        assert_eq!(allowed(Role::Agent), [Read, SubmitOrCancel, Work, Edit]);
         assert_eq!(allowed(Role::Admin), all);
     }
 }

@@ -17,6 +17,7 @@ pub use case::{
     ResolutionCode,
 };
 pub use event::{Action, Cause, ChangedLine, FieldChange, StateChange};
+pub use machine::{CaseField, LineField, NotEditable};
 pub use machine::{
     CaseIdentity, Command, Context, Decision, DomainError, LineOutcome, LineResolution, Outcome,
     ProposeSolution, RefusedLine, Violation,

@@ -152,6 +152,9 @@ pub enum Answer {
     /// The request id came back with the same request: the first call's
     /// response, as stored. Nothing was written.
     Replayed(StoredResponse),
+    /// The action changed nothing (an edit to the values the case has):
+    /// the case as it is. Nothing was written, not even the request id.
+    Unchanged(Case),
 }
 
 /// What the transaction of a mutating call did.
@@ -162,6 +165,8 @@ enum Outcome {
     /// Answered a repeated request id with the stored reply: nothing
     /// written.
     Replayed(StoredResponse),
+    /// Decided that the action changes nothing: nothing written.
+    Unchanged(Case),
 }
 
 impl Outcome {
@@ -176,6 +181,7 @@ impl Outcome {
                 Answer::Written(case)
             }
             Outcome::Replayed(reply) => Answer::Replayed(reply),
+            Outcome::Unchanged(case) => Answer::Unchanged(case),
         }
     }
 }
@@ -266,7 +272,10 @@ impl Store {
                 Err(StoreError::RequestIdReused(key.request_id))
             }
             (result, _) => {
-                if let Ok(answer) = &result {
+                // Nothing committed when nothing changed: no reader to wake.
+                if let Ok(answer) = &result
+                    && !matches!(answer, Answer::Unchanged(_))
+                {
                     self.committed();
                     if let Answer::Written(case) = answer {
                         self.recent().put(case.clone());
@@ -371,6 +380,14 @@ impl Store {
                 }
                 Err(refused) => return Err(refused.into()),
             };
+            if decision.is_no_op() {
+                // Answered from the database's case only, like a refusal.
+                if from_copy {
+                    trust_copy = false;
+                    continue;
+                }
+                return Ok(Outcome::Unchanged(decision.case));
+            }
             let record = self.record(meta);
             let written: Written = session
                 .row(WriteDecision::new(&decision, Some(&case), &record)?)

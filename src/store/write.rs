@@ -195,6 +195,11 @@ impl QueryFragment<Pg> for WriteDecision<'_> {
                         &PRIORITY_LEVELS[case.priority.level() as usize],
                     )?;
                 }
+                if before.request_source != case.request_source {
+                    out.push_sql(", request_source = ");
+                    out.push_bind_param::<Text, _>(case.request_source.as_str())?;
+                }
+                set_if_changed!(out, before, case, "currency_code", currency_code, Text);
                 if before.resolution_code != case.resolution_code {
                     out.push_sql(", resolution_code = ");
                     out.push_bind_param::<Nullable<Text>, _>(&self.resolution_code)?;

@@ -344,16 +344,33 @@ pub fn assert_invariants(case: &pb::InvoiceCase) {
     );
 }
 
-/// Replays a case's event log and checks it yields the stored states.
+/// Replays a case's event log and checks it yields the stored states, and
+/// the stored values of every field the events changed: each field change
+/// starts from the value the previous change of that field left.
 pub async fn assert_replay_matches(client: &mut Client, id: &str) {
     use pb::state_change::Transition;
     let case = get(client, id).await;
     let events = history(client, id).await;
     let mut case_state = pb::invoice_case::State::Unspecified;
     let mut lines: HashMap<String, pb::case_line::State> = HashMap::new();
+    // (line id, or "" for the case; field) → value, as events write it.
+    let mut fields: HashMap<(String, String), String> = HashMap::new();
     for event in &events {
         assert_eq!(event.case_id, case.id);
-        assert!(!event.changes.is_empty(), "an event without changes");
+        assert!(
+            !event.changes.is_empty()
+                || !event.field_changes.is_empty()
+                || !event.comment.is_empty(),
+            "an event that records nothing: {event:?}"
+        );
+        for change in &event.field_changes {
+            let key = (change.line_id.clone(), change.field.clone());
+            if let Some(value) = fields.get(&key) {
+                assert_eq!(&change.old_value, value, "{change:?} in {event:?}");
+            }
+            assert_ne!(change.old_value, change.new_value, "{change:?}");
+            fields.insert(key, change.new_value.clone());
+        }
         for change in &event.changes {
             match &change.transition {
                 Some(Transition::CaseTransition(t)) => {
@@ -369,6 +386,7 @@ pub async fn assert_replay_matches(client: &mut Client, id: &str) {
                     match t.to_state() {
                         pb::case_line::State::Unspecified => {
                             lines.remove(&t.id);
+                            fields.retain(|(line, _), _| *line != t.id);
                         }
                         to => {
                             lines.insert(t.id.clone(), to);
@@ -386,11 +404,79 @@ pub async fn assert_replay_matches(client: &mut Client, id: &str) {
         .map(|l| (l.id.clone(), l.state()))
         .collect();
     assert_eq!(lines, stored, "replayed line states");
+    for ((line_id, field), value) in &fields {
+        let stored = if line_id.is_empty() {
+            case_field_text(&case, field)
+        } else {
+            let line = case
+                .lines
+                .iter()
+                .find(|l| &l.id == line_id)
+                .unwrap_or_else(|| panic!("no line {line_id} for the change of {field}"));
+            line_field_text(line, field)
+        };
+        assert_eq!(&stored, value, "replayed {field} of {line_id:?}");
+    }
     assert_eq!(
         events.last().map(|e| e.etag.clone()),
         Some(case.etag.clone()),
         "the last event carries the case's etag"
     );
+}
+
+/// A case field as events write it (enums by value name, empty = unset).
+pub fn case_field_text(case: &pb::InvoiceCase, field: &str) -> String {
+    let unset_if = |name: &str, unspecified: &str| {
+        if name == unspecified {
+            String::new()
+        } else {
+            name.to_owned()
+        }
+    };
+    match field {
+        "contact_id" => case.contact_id.clone(),
+        "invoice_number" => case.invoice_number.clone(),
+        "request_source" => unset_if(
+            case.request_source().as_str_name(),
+            "REQUEST_SOURCE_UNSPECIFIED",
+        ),
+        "short_description" => case.short_description.clone(),
+        "description" => case.description.clone(),
+        "priority" => unset_if(case.priority().as_str_name(), "PRIORITY_UNSPECIFIED"),
+        "currency_code" => case.currency_code.clone(),
+        "assigned_to" => case.assigned_to.clone(),
+        "assignment_group" => case.assignment_group.clone(),
+        "resolution_code" => unset_if(
+            case.resolution_code().as_str_name(),
+            "RESOLUTION_CODE_UNSPECIFIED",
+        ),
+        "resolution_notes" => case.resolution_notes.clone(),
+        other => panic!("the replay does not know the case field {other:?}: add it here"),
+    }
+}
+
+/// A line field as events write it (enums by value name, empty = unset).
+pub fn line_field_text(line: &pb::CaseLine, field: &str) -> String {
+    match field {
+        "dispute_code" => match line.dispute_code() {
+            pb::case_line::DisputeCode::Unspecified => String::new(),
+            code => code.as_str_name().to_owned(),
+        },
+        "invoice_line_ref" => line.invoice_line_ref.clone(),
+        "invoice_number" => line.invoice_number.clone(),
+        "short_description" => line.short_description.clone(),
+        "invoiced_amount" => line.invoiced_amount.clone(),
+        "disputed_amount" => line.disputed_amount.clone(),
+        "approved_amount" => line.approved_amount.clone().unwrap_or_default(),
+        "invoiced_quantity" => line.invoiced_quantity.clone().unwrap_or_default(),
+        "disputed_quantity" => line.disputed_quantity.clone().unwrap_or_default(),
+        "resolution_code" => match line.resolution_code() {
+            pb::invoice_case::ResolutionCode::Unspecified => String::new(),
+            code => code.as_str_name().to_owned(),
+        },
+        "resolution_notes" => line.resolution_notes.clone(),
+        other => panic!("the replay does not know the line field {other:?}: add it here"),
+    }
 }
 
 /// Asserts the status code and returns the status.

@@ -620,3 +620,63 @@ async fn the_prometheus_endpoint_counts_calls_transitions_streams_and_connection
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn edits_count_as_update_transitions_and_an_edit_that_changes_nothing_does_not() {
+    let (server, metrics) = serve_with_metrics().await;
+    let mut admin = server.admin().await;
+    let case = create(&mut admin, "ACME", 1).await;
+    let mask = |path: &str| {
+        Some(prost_types::FieldMask {
+            paths: vec![path.to_owned()],
+        })
+    };
+    let edit = pb::UpdateInvoiceCaseRequest {
+        case_id: case.id.clone(),
+        invoice_case: Some(pb::InvoiceCase {
+            priority: pb::invoice_case::Priority::High.into(),
+            ..Default::default()
+        }),
+        update_mask: mask("priority"),
+        ..Default::default()
+    };
+    let edited = ok(admin.update_invoice_case(edit.clone()).await);
+    // The same again changes nothing: an answer, no transition.
+    assert_eq!(ok(admin.update_invoice_case(edit).await), edited);
+    ok(admin
+        .update_case_line(pb::UpdateCaseLineRequest {
+            case_id: case.id.clone(),
+            line_id: case.lines[0].id.clone(),
+            line: Some(pb::CaseLine {
+                disputed_amount: "1.00".into(),
+                ..Default::default()
+            }),
+            update_mask: mask("disputed_amount"),
+            ..Default::default()
+        })
+        .await);
+    let calls = |samples: &[Sample], method: &str| {
+        total(
+            samples,
+            "grpc_server_handled_total",
+            &[
+                ("grpc_service", SERVICE),
+                ("grpc_method", method),
+                ("grpc_code", "OK"),
+            ],
+        )
+    };
+    let samples = scrape_until(metrics, "the edits' calls", |s| {
+        calls(s, "UpdateInvoiceCase") == 2.0 && calls(s, "UpdateCaseLine") == 1.0
+    })
+    .await;
+    assert_eq!(
+        total(
+            &samples,
+            "invoice_cases_transitions_total",
+            &[("action", "UPDATE")]
+        ),
+        2.0,
+        "two edits changed something, one did not"
+    );
+}

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod concurrency;
+mod edits;
 mod errors;
 mod idempotency;
 mod listing;

@@ -2,6 +2,7 @@
 //! every cascade, against the real server and PostgreSQL.
 
 mod cascades;
+mod edits;
 #[path = "../api/helpers.rs"]
 mod helpers;
 mod schema;

@@ -14,7 +14,8 @@ use crate::{
 /// server's own table: `viewer` reads, lists, reads history and watches;
 /// `requester` is a viewer that also creates, adds and removes lines,
 /// submits and cancels; `agent` is a viewer that also makes every
-/// transition (Assign to me included); `admin` does everything.
+/// transition (Assign to me included); `admin` does everything. Requesters
+/// and agents both edit cases and lines (the states decide which fields).
 fn allowed(role: &str, rpc: Rpc) -> bool {
     let read = matches!(
         rpc,
@@ -25,7 +26,13 @@ fn allowed(role: &str, rpc: Rpc) -> bool {
         "requester" => {
             read || matches!(
                 rpc,
-                Rpc::Create | Rpc::AddLine | Rpc::RemoveLine | Rpc::Submit | Rpc::Cancel
+                Rpc::Create
+                    | Rpc::AddLine
+                    | Rpc::RemoveLine
+                    | Rpc::Submit
+                    | Rpc::Cancel
+                    | Rpc::UpdateCase
+                    | Rpc::UpdateLine
             )
         }
         "agent" => {
@@ -39,6 +46,8 @@ fn allowed(role: &str, rpc: Rpc) -> bool {
                     | Rpc::Close
                     | Rpc::Cancel
                     | Rpc::SetLineState
+                    | Rpc::UpdateCase
+                    | Rpc::UpdateLine
             )
         }
         "admin" => true,

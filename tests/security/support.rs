@@ -207,6 +207,8 @@ pub enum Rpc {
     SetLineState,
     ListStateChanges,
     Watch,
+    UpdateCase,
+    UpdateLine,
 }
 
 /// What a call names: a case, one of its lines, and an account.
@@ -242,8 +244,8 @@ impl Target {
 }
 
 impl Rpc {
-    /// All fifteen.
-    pub const ALL: [Rpc; 15] = [
+    /// Every one.
+    pub const ALL: [Rpc; 17] = [
         Rpc::Create,
         Rpc::Get,
         Rpc::List,
@@ -259,6 +261,8 @@ impl Rpc {
         Rpc::SetLineState,
         Rpc::ListStateChanges,
         Rpc::Watch,
+        Rpc::UpdateCase,
+        Rpc::UpdateLine,
     ];
 
     /// The method name of the service.
@@ -279,6 +283,8 @@ impl Rpc {
             Rpc::SetLineState => "SetLineState",
             Rpc::ListStateChanges => "ListStateChanges",
             Rpc::Watch => "WatchStateChanges",
+            Rpc::UpdateCase => "UpdateInvoiceCase",
+            Rpc::UpdateLine => "UpdateCaseLine",
         }
     }
 
@@ -374,6 +380,35 @@ impl Rpc {
                     case_id: id.to_owned(),
                     account_id: String::new(),
                     start: Some(Start::FromBeginning(FromBeginning {})),
+                })
+                .await
+                .map(drop),
+            Rpc::UpdateCase => client
+                .update_invoice_case(pb::UpdateInvoiceCaseRequest {
+                    case_id: id.to_owned(),
+                    invoice_case: Some(pb::InvoiceCase {
+                        priority: pb::invoice_case::Priority::High.into(),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["priority".into()],
+                    }),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            Rpc::UpdateLine => client
+                .update_case_line(pb::UpdateCaseLineRequest {
+                    case_id: id.to_owned(),
+                    line_id: target.line_id.clone(),
+                    line: Some(pb::CaseLine {
+                        disputed_amount: "30.00".into(),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["disputed_amount".into()],
+                    }),
+                    ..Default::default()
                 })
                 .await
                 .map(drop),

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::{CaseField, LineField};
 use crate::domain::{
     case::{LineIdentity, LineRef, NewLine, ResolutionCode},
     event::Action,
@@ -40,6 +41,17 @@ pub enum Command {
         target: LineState,
         resolution: LineResolution,
     },
+    /// UpdateInvoiceCase: new values of case fields, in the request's
+    /// order.
+    UpdateCase {
+        fields: Vec<CaseField>,
+    },
+    /// UpdateCaseLine: new values of one line's fields, in the request's
+    /// order.
+    UpdateLine {
+        line: LineRef,
+        fields: Vec<LineField>,
+    },
 }
 
 impl Command {
@@ -56,6 +68,7 @@ impl Command {
             Command::Close => Action::Close,
             Command::Cancel => Action::Cancel,
             Command::SetLineState { .. } => Action::SetLineState,
+            Command::UpdateCase { .. } | Command::UpdateLine { .. } => Action::Update,
         }
     }
 }

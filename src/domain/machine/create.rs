@@ -17,7 +17,16 @@ pub fn check_line_invoice(
     case_invoice: Option<&str>,
     line: &NewLine,
 ) -> Result<(), String> {
-    match (request_source, line.invoice_number.as_deref()) {
+    check_invoice_of(request_source, case_invoice, line.invoice_number.as_deref())
+}
+
+/// [`check_line_invoice`] of a line's invoice number.
+pub(super) fn check_invoice_of(
+    request_source: RequestSource,
+    case_invoice: Option<&str>,
+    line_invoice: Option<&str>,
+) -> Result<(), String> {
+    match (request_source, line_invoice) {
         (RequestSource::MultipleInvoices, None) => {
             Err("is required on lines of MULTIPLE_INVOICES cases".into())
         }

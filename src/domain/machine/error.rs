@@ -2,6 +2,7 @@
 
 use uuid::Uuid;
 
+use super::NotEditable;
 use crate::domain::{
     case::LineRef,
     event::Action,
@@ -55,6 +56,14 @@ pub enum DomainError {
     /// Request fields that do not fit the case.
     #[error("invalid request: {0:?}")]
     InvalidRequest(Vec<Violation>),
+    /// An edit named fields that the case's state (or, with `line`, that
+    /// line's) does not let change.
+    #[error("{} cannot change while the case is {case_state}{}", field_list(.fields), line_suffix(.line))]
+    FieldsNotEditable {
+        case_state: CaseState,
+        line: Option<RefusedLine>,
+        fields: Vec<NotEditable>,
+    },
 }
 
 /// The line whose state refused an action.
@@ -63,6 +72,11 @@ pub struct RefusedLine {
     pub id: Uuid,
     pub number: String,
     pub state: LineState,
+}
+
+fn field_list(fields: &[NotEditable]) -> String {
+    let names: Vec<&str> = fields.iter().map(|field| field.field).collect();
+    names.join(", ")
 }
 
 fn line_suffix(line: &Option<RefusedLine>) -> String {

@@ -5,17 +5,20 @@
 //! * `error.rs` — why an action is refused;
 //! * `create.rs` — creating a case;
 //! * `actions.rs` — every action on an existing case;
+//! * `edit.rs` — editing the fields of a case and its lines;
 //! * `rules.rs` — the synchronisation rules R1 and R2;
 //! * here — [`decide`], which applies one action and then the rules.
 
 mod actions;
 mod command;
 mod create;
+mod edit;
 mod error;
 mod rules;
 
 pub use command::{Command, Context, LineOutcome, LineResolution, Outcome, ProposeSolution};
 pub use create::{check_line_invoice, create};
+pub use edit::{CaseField, LineField, NotEditable};
 pub use error::{DomainError, RefusedLine, Violation};
 
 use uuid::Uuid;
@@ -79,6 +82,8 @@ pub fn decide(case: &Case, command: Command, ctx: Context<'_>) -> Result<Decisio
             target,
             resolution,
         } => work.set_line_state(&line, target, resolution)?,
+        Command::UpdateCase { fields } => work.update_case(fields)?,
+        Command::UpdateLine { line, fields } => work.update_line(&line, fields)?,
     }
     work.synchronise();
     Ok(work.finish())
@@ -173,7 +178,6 @@ impl<'a> Work<'a> {
     /// Records that a field of the case (`line: None`) or of the line at
     /// `line` changed from `old` to `new`; a field whose value stays is not
     /// recorded. An existing line's row is then rewritten.
-    #[allow(dead_code)] // The edits, assignments and SLAs record with it.
     fn record_field(
         &mut self,
         line: Option<usize>,
@@ -212,8 +216,11 @@ impl<'a> Work<'a> {
     }
 
     fn finish(mut self) -> Decision {
-        self.case.revision += 1;
-        self.case.update_time = self.ctx.now;
+        // An edit that changed nothing leaves the case as it was.
+        if !edit::commits_nothing(self.action, &self.changes, &self.field_changes) {
+            self.case.revision += 1;
+            self.case.update_time = self.ctx.now;
+        }
         Decision {
             action: self.action,
             case: self.case,

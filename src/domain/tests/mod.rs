@@ -4,6 +4,7 @@
 //! The fixtures here build cases directly as [`Case`] values, so a test can
 //! start from any state without walking the whole lifecycle.
 
+mod edits;
 mod properties;
 mod transitions;
 
