@@ -8,6 +8,7 @@ mod paging;
 mod requests;
 mod service;
 pub mod status;
+mod subscriptions;
 
 use std::pin::Pin;
 

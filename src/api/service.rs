@@ -7,7 +7,10 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
-use super::{EncodedStream, WatchStream, filter, paging, requests, requests::Violations, status};
+use super::{
+    EncodedStream, WatchStream, filter, paging, requests, requests::Violations, status,
+    subscriptions,
+};
 use crate::{
     auth::{AuthError, Authenticator, Caller, Permission},
     convert,
@@ -22,9 +25,9 @@ use crate::{
 /// The gRPC service.
 #[derive(Clone)]
 pub struct InvoiceCaseApi {
-    store: Store,
+    pub(super) store: Store,
     auth: Authenticator,
-    watch: WatchHub,
+    pub(super) watch: WatchHub,
 }
 
 impl InvoiceCaseApi {
@@ -45,6 +48,10 @@ impl InvoiceCaseApi {
         // A field that fails its check is a violation, and `finish` then
         // refuses the request whatever the spec holds.
         let mut v = Violations::default();
+        let subscription = (!request.subscription.is_empty())
+            .then(|| v.check("subscription", subscriptions::name(&request.subscription)))
+            .flatten();
+        let given = subscriptions::fixed_fields(&request);
         let case = (!request.case_id.is_empty())
             .then(|| v.check("case_id", requests::case_key(&request.case_id)))
             .flatten();
@@ -73,6 +80,9 @@ impl InvoiceCaseApi {
                 start,
             }))
             .map_err(status::invalid_argument)?;
+        if let Some(name) = subscription {
+            return self.watch_subscription(caller, name, spec, given).await;
+        }
         let case_id = request.case_id;
         let stream = self
             .watch
@@ -87,7 +97,11 @@ impl InvoiceCaseApi {
     /// The caller the authentication layer found (or, when the service
     /// runs without it, the one its token names), if it may do
     /// `permission`.
-    fn authorize<T>(&self, request: &Request<T>, permission: Permission) -> Result<Caller, Status> {
+    pub(super) fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        permission: Permission,
+    ) -> Result<Caller, Status> {
         let caller = match request.extensions().get::<Caller>() {
             Some(caller) => caller.clone(),
             None => self
@@ -247,7 +261,7 @@ fn client_deadline(metadata: &MetadataMap) -> Option<Duration> {
 
 /// How long the database may work for a read: the client's deadline, if
 /// it sent one, bounds it like a mutation's.
-fn read_timeout(metadata: &MetadataMap) -> Option<Duration> {
+pub(super) fn read_timeout(metadata: &MetadataMap) -> Option<Duration> {
     client_deadline(metadata).map(statement_budget)
 }
 
@@ -560,6 +574,27 @@ impl InvoiceCaseService for InvoiceCaseApi {
                 .map(|after| paging::event_token(case_id, after))
                 .unwrap_or_default(),
         }))
+    }
+
+    async fn acknowledge_state_changes(
+        &self,
+        request: Request<pb::AcknowledgeStateChangesRequest>,
+    ) -> Result<Response<pb::Subscription>, Status> {
+        self.acknowledge(request).await
+    }
+
+    async fn list_subscriptions(
+        &self,
+        request: Request<pb::ListSubscriptionsRequest>,
+    ) -> Result<Response<pb::ListSubscriptionsResponse>, Status> {
+        self.list_subscriptions(request).await
+    }
+
+    async fn delete_subscription(
+        &self,
+        request: Request<pb::DeleteSubscriptionRequest>,
+    ) -> Result<Response<()>, Status> {
+        self.delete_subscription(request).await
     }
 
     type WatchStateChangesStream = WatchStream;

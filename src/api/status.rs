@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::{
     auth::AuthError,
     domain::{Action, CaseState, DomainError, NotEditable, RefusedLine, Violation},
-    store::StoreError,
+    store::{StoreError, SubscriptionError},
     watch::{Interruption, WatchError},
 };
 
@@ -205,6 +205,59 @@ pub fn watch(error: WatchError, case: &str) -> Status {
             "the snapshot could not be read; start the watch again",
             ErrorDetails::with_error_info("SNAPSHOT_FAILED", ERROR_DOMAIN, HashMap::new()),
         ),
+        WatchError::SubscriptionDeleted { name, cursor } => Status::with_error_details(
+            Code::FailedPrecondition,
+            format!(
+                "the subscription {name:?} was deleted; a new watch may start with \
+                 after_cursor = {cursor}"
+            ),
+            ErrorDetails::with_error_info(
+                "SUBSCRIPTION_DELETED",
+                ERROR_DOMAIN,
+                HashMap::from([
+                    ("subscription".to_owned(), name),
+                    ("cursor".to_owned(), cursor),
+                ]),
+            ),
+        ),
+    }
+}
+
+/// Maps an error of a durable subscription; `name` is the subscription the
+/// request named (checked: at most 64 characters).
+pub fn subscription(error: SubscriptionError, name: &str) -> Status {
+    match error {
+        SubscriptionError::NotFound => Status::with_error_details(
+            Code::NotFound,
+            format!("subscription {name:?} not found"),
+            ErrorDetails::with_resource_info("invoicecase.v1.Subscription", name, "", "not found"),
+        ),
+        SubscriptionError::LimitReached { limit } => Status::with_error_details(
+            Code::ResourceExhausted,
+            format!("the caller has {limit} subscriptions, the most it may have; delete one first"),
+            ErrorDetails::with_error_info(
+                "SUBSCRIPTION_LIMIT_REACHED",
+                ERROR_DOMAIN,
+                HashMap::from([("limit".to_owned(), limit.to_string())]),
+            ),
+        ),
+        SubscriptionError::CursorBeforeStart => {
+            invalid_field("cursor", "is before the subscription's start")
+        }
+        SubscriptionError::CursorAhead => invalid_field(
+            "cursor",
+            "is ahead of the event log: not a cursor of this service's database",
+        ),
+        SubscriptionError::CursorOfAnotherStream => invalid_field(
+            "cursor",
+            "carries the snapshot of another stream: acknowledge cursors of this subscription's stream",
+        ),
+        SubscriptionError::Store(StoreError::Contention) => Status::with_error_details(
+            Code::Aborted,
+            "the subscription changed while it was created; retry",
+            ErrorDetails::with_error_info("CONCURRENT_MODIFICATION", ERROR_DOMAIN, HashMap::new()),
+        ),
+        SubscriptionError::Store(error) => store(error, ""),
     }
 }
 

@@ -18,7 +18,8 @@ pub enum Role {
 /// What an RPC needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Permission {
-    /// GetInvoiceCase, ListInvoiceCases, ListStateChanges, WatchStateChanges.
+    /// GetInvoiceCase, ListInvoiceCases, ListStateChanges, WatchStateChanges
+    /// (a durable subscription too), AcknowledgeStateChanges.
     Read,
     /// CreateInvoiceCase.
     Create,
@@ -31,6 +32,9 @@ pub enum Permission {
     Work,
     /// UpdateInvoiceCase, UpdateCaseLine (the states decide which fields).
     Edit,
+    /// ListSubscriptions, DeleteSubscription: every caller's durable
+    /// subscriptions (admin only).
+    ManageSubscriptions,
 }
 
 impl Role {
@@ -78,6 +82,7 @@ impl fmt::Display for Permission {
             Permission::SubmitOrCancel => "submitting or canceling cases",
             Permission::Work => "working on cases",
             Permission::Edit => "editing cases",
+            Permission::ManageSubscriptions => "managing subscriptions",
         })
     }
 }
@@ -89,7 +94,15 @@ mod tests {
     #[test]
     fn matrix() {
         use Permission::*;
-        let all = [Read, Create, EditLines, SubmitOrCancel, Work, Edit];
+        let all = [
+            Read,
+            Create,
+            EditLines,
+            SubmitOrCancel,
+            Work,
+            Edit,
+            ManageSubscriptions,
+        ];
         let allowed = |role: Role| -> Vec<Permission> {
             all.into_iter().filter(|p| role.allows(*p)).collect()
         };

@@ -24,7 +24,7 @@ use super::{
     Store, StoreError,
     load::{CaseLineRow, CasesWithLines, PageOrder, cases_of},
     rows::{EventPosition, EventRow, StoredEvent},
-    session::Mode,
+    session::{Mode, Session},
     statement::statement,
 };
 use crate::domain::Case;
@@ -358,6 +358,70 @@ impl SnapshotRow {
     }
 }
 
+/// A snapshot taken, whose cases are still to be read: it holds a
+/// connection (and a repeatable-read transaction) until they are.
+pub struct Snapshot {
+    session: Session,
+    position: StreamPosition,
+}
+
+impl Snapshot {
+    /// The stream position of the snapshot: a stream from there gets
+    /// exactly the events the snapshot does not show.
+    pub fn position(&self) -> &StreamPosition {
+        &self.position
+    }
+
+    /// Reads the cases passing `filter` as of the snapshot, in pages of
+    /// `page` cases handed to `sink` (until it says stop), and returns the
+    /// snapshot's stream position.
+    pub async fn read_cases<F, Fut>(
+        mut self,
+        filter: &EventFilter,
+        page: usize,
+        mut sink: F,
+    ) -> Result<StreamPosition, StoreError>
+    where
+        F: FnMut(Vec<Case>) -> Fut + Send,
+        Fut: std::future::Future<Output = bool> + Send,
+    {
+        let session = &mut self.session;
+        let result = async {
+            let mut after: Option<Uuid> = None;
+            let limit = i64::try_from(page).unwrap_or(i64::MAX);
+            loop {
+                let rows: Vec<CaseLineRow> = session
+                    .rows(CasesWithLines {
+                        cases: SnapshotCases {
+                            filter,
+                            after,
+                            limit,
+                        },
+                    })
+                    .await?;
+                let cases = cases_of(rows, PageOrder::ById)?;
+                let done = cases.len() < page;
+                after = cases.last().map(|case| case.id);
+                if !cases.is_empty() && !sink(cases).await {
+                    break;
+                }
+                if done {
+                    break;
+                }
+            }
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        let position = self.position;
+        self.session.finish(result.map(|()| position)).await
+    }
+
+    /// Ends the snapshot without reading it.
+    pub async fn abandon(self) {
+        let _ = self.session.finish(Ok(())).await;
+    }
+}
+
 impl Store {
     /// Up to `limit` events after `from` that pass `filter`, below the
     /// horizon, with the horizon and the pruning mark — one statement, so the
@@ -493,42 +557,31 @@ impl Store {
         &self,
         filter: &EventFilter,
         page: usize,
-        mut sink: F,
+        sink: F,
     ) -> Result<StreamPosition, StoreError>
     where
         F: FnMut(Vec<Case>) -> Fut + Send,
         Fut: std::future::Future<Output = bool> + Send,
     {
+        self.begin_snapshot()
+            .await?
+            .read_cases(filter, page, sink)
+            .await
+    }
+
+    /// Takes a snapshot (one statement, on a connection it keeps) whose
+    /// cases [`Snapshot::read_cases`] reads: its stream position is known
+    /// before any case is read.
+    pub async fn begin_snapshot(&self) -> Result<Snapshot, StoreError> {
         let mut session = self.snapshot_session().await?;
-        let result = async {
-            // The first statement fixes the transaction's snapshot.
-            let snapshot: SnapshotRow = session.row(CurrentSnapshot {}).await?;
-            let mut after: Option<Uuid> = None;
-            let limit = i64::try_from(page).unwrap_or(i64::MAX);
-            loop {
-                let rows: Vec<CaseLineRow> = session
-                    .rows(CasesWithLines {
-                        cases: SnapshotCases {
-                            filter,
-                            after,
-                            limit,
-                        },
-                    })
-                    .await?;
-                let cases = cases_of(rows, PageOrder::ById)?;
-                let done = cases.len() < page;
-                after = cases.last().map(|case| case.id);
-                if !cases.is_empty() && !sink(cases).await {
-                    break;
-                }
-                if done {
-                    break;
-                }
-            }
-            Ok::<_, StoreError>(snapshot.position())
+        // The first statement fixes the transaction's snapshot.
+        match session.row::<_, SnapshotRow>(CurrentSnapshot {}).await {
+            Ok(snapshot) => Ok(Snapshot {
+                session,
+                position: snapshot.position(),
+            }),
+            Err(e) => session.finish(Err(e)).await,
         }
-        .await;
-        session.finish(result).await
     }
 
     /// Prunes events older than `cutoff`, as a prefix of the stream order

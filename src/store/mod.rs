@@ -20,18 +20,23 @@ mod session;
 #[macro_use]
 mod statement;
 mod stored;
+mod subscriptions;
 mod write;
 
 use diesel::result::DatabaseErrorKind;
 use uuid::Uuid;
 
 pub use cases::{Answer, CaseFilter, CasePage, CasePageKey, Comparison, MutationMeta, Request};
-pub use event_log::{EventFilter, LogBounds, LogPage, Shown, StreamPosition};
+pub use event_log::{EventFilter, LogBounds, LogPage, Shown, Snapshot, StreamPosition};
 pub use events::EventPage;
 pub use idempotency::Idempotency;
 pub use pool::{PoolSettings, Store, connect, connection_config, run_migrations};
 pub use rows::{EventPosition, StoredEvent};
 pub use stored::StoredResponse;
+pub use subscriptions::{
+    Creation, MAX_SUBSCRIPTIONS_PER_OWNER, NewSubscription, SUBSCRIPTIONS_CHANNEL, Subscription,
+    SubscriptionError, SubscriptionPage,
+};
 
 use crate::domain::DomainError;
 

@@ -155,6 +155,13 @@ impl Store {
         ))
     }
 
+    /// A session whose statements run in one read-write transaction,
+    /// bounded like a statement without a client deadline.
+    pub(super) async fn transaction(&self) -> Result<Session, StoreError> {
+        self.session(Some(self.watchdog.statement_timeout()), Mode::ReadWrite)
+            .await
+    }
+
     /// A session whose statements share one repeatable-read snapshot
     /// (see [`Session::repeatable_read`]).
     pub(super) async fn snapshot_session(&self) -> Result<Session, StoreError> {

@@ -76,6 +76,11 @@ impl Watchdog {
         }
     }
 
+    /// The connections' statement timeout.
+    pub fn statement_timeout(&self) -> Duration {
+        self.statement_timeout
+    }
+
     fn millis(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }

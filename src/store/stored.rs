@@ -26,7 +26,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::StoreError;
+use super::{
+    StoreError,
+    event_log::{Shown, StreamPosition},
+    rows::EventPosition,
+};
 use crate::domain::{
     Case, CaseState, Cause, ChangedLine, Decimal, DisputeCode, FieldChange, Line, LineState,
     Priority, RequestSource, ResolutionCode, StateChange,
@@ -443,6 +447,168 @@ fn response_v1_from_json(json: Value) -> Result<Case, StoreError> {
         revision: case.revision,
         lines,
     })
+}
+
+// ---------------------------------------------------------------------------
+// Subscription positions, version 1.
+
+/// A subscription's start as the columns of `subscriptions` hold it
+/// (version 1): the position `(start_txid, start_id)` and, for a start
+/// after a snapshot, that snapshot's `xmax` and the transactions it saw in
+/// progress (ascending, none before the start). The acknowledged position
+/// is `(position_txid, position_id)`, read with the start's snapshot part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct StartColumnsV1 {
+    pub start_txid: i64,
+    pub start_id: i64,
+    pub snapshot_xmax: Option<i64>,
+    pub snapshot_in_progress: Vec<i64>,
+}
+
+impl StartColumnsV1 {
+    /// The columns of a subscription starting at `start`.
+    pub fn of(start: &StreamPosition) -> Self {
+        StartColumnsV1 {
+            start_txid: start.after.txid,
+            start_id: start.after.id,
+            snapshot_xmax: start.shown.as_ref().map(|shown| shown.xmax),
+            snapshot_in_progress: start
+                .shown
+                .as_ref()
+                .map(|shown| shown.in_progress.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The stream position of a subscription whose subscriber acknowledged
+    /// `(position_txid, position_id)`: the start's snapshot part, advanced
+    /// there.
+    pub fn position(
+        &self,
+        position_txid: i64,
+        position_id: i64,
+    ) -> Result<StreamPosition, StoreError> {
+        const WHAT: &str = "subscription position";
+        let start = EventPosition {
+            txid: self.start_txid,
+            id: self.start_id,
+        };
+        let acknowledged = EventPosition {
+            txid: position_txid,
+            id: position_id,
+        };
+        if acknowledged < start {
+            return Err(corrupt(WHAT, "acknowledged before its start"));
+        }
+        let shown = match self.snapshot_xmax {
+            None if self.snapshot_in_progress.is_empty() => None,
+            None => return Err(corrupt(WHAT, "transactions in progress without a snapshot")),
+            Some(xmax) => {
+                let ordered = self.snapshot_in_progress.windows(2).all(|w| w[0] < w[1]);
+                let inside = self
+                    .snapshot_in_progress
+                    .iter()
+                    .all(|&txid| txid >= self.start_txid && txid < xmax);
+                if xmax <= self.start_txid || !ordered || !inside {
+                    return Err(corrupt(WHAT, "a snapshot that does not follow its start"));
+                }
+                Some(Shown {
+                    xmax,
+                    in_progress: self.snapshot_in_progress.clone(),
+                })
+            }
+        };
+        let mut position = StreamPosition {
+            after: start,
+            shown,
+        };
+        position.advance(acknowledged);
+        Ok(position)
+    }
+}
+
+#[cfg(test)]
+mod subscription_position_tests {
+    use super::*;
+
+    /// A start after a snapshot (xmin 100, xmax 110, 104 and 107 in
+    /// progress), as its columns hold it.
+    fn golden() -> StartColumnsV1 {
+        StartColumnsV1 {
+            start_txid: 100,
+            start_id: 0,
+            snapshot_xmax: Some(110),
+            snapshot_in_progress: vec![104, 107],
+        }
+    }
+
+    #[test]
+    fn subscription_starts_are_written_and_read_in_version_1() {
+        let start = StreamPosition::after_snapshot(100, 110, vec![107, 104]);
+        assert_eq!(StartColumnsV1::of(&start), golden());
+        assert_eq!(golden().position(100, 0).unwrap(), start);
+        // Acknowledged inside the snapshot: its part after the position.
+        assert_eq!(
+            golden().position(105, 3).unwrap(),
+            StreamPosition {
+                after: EventPosition { txid: 105, id: 3 },
+                shown: Some(Shown {
+                    xmax: 110,
+                    in_progress: vec![107],
+                }),
+            }
+        );
+        // Past the snapshot: a plain position.
+        assert_eq!(
+            golden().position(110, 0).unwrap(),
+            StreamPosition::at(EventPosition { txid: 110, id: 0 })
+        );
+        let plain = StreamPosition::at(EventPosition { txid: 7, id: 9 });
+        let columns = StartColumnsV1::of(&plain);
+        assert_eq!(
+            columns,
+            StartColumnsV1 {
+                start_txid: 7,
+                start_id: 9,
+                snapshot_xmax: None,
+                snapshot_in_progress: Vec::new(),
+            }
+        );
+        assert_eq!(columns.position(7, 9).unwrap(), plain);
+    }
+
+    #[test]
+    fn subscription_starts_that_do_not_fit_are_corrupt() {
+        let bad = [
+            StartColumnsV1 {
+                snapshot_xmax: None,
+                ..golden()
+            },
+            StartColumnsV1 {
+                snapshot_xmax: Some(100),
+                snapshot_in_progress: Vec::new(),
+                ..golden()
+            },
+            StartColumnsV1 {
+                snapshot_in_progress: vec![107, 104],
+                ..golden()
+            },
+            StartColumnsV1 {
+                snapshot_in_progress: vec![99],
+                ..golden()
+            },
+        ];
+        for columns in bad {
+            assert!(
+                matches!(columns.position(100, 0), Err(StoreError::Corrupt(_))),
+                "{columns:?}"
+            );
+        }
+        assert!(matches!(
+            golden().position(99, 5),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
 }
 
 #[cfg(test)]

@@ -20,17 +20,22 @@ use super::{
     WatchError, WatchEvents, WatchSettings, WatchSpec, WatchStart, cursor,
     encoded::Encoded,
     response,
-    shared::{Backoff, Published, Shared, shut_down},
+    shared::{Backoff, Deletion, Published, Shared, shut_down},
     subscriber,
 };
 use crate::{
     convert,
     pb::{self, watch_state_changes_response::Kind},
-    store::{Access, EventFilter, EventPosition, Store, StreamPosition},
+    store::{Access, EventFilter, EventPosition, SUBSCRIPTIONS_CHANNEL, Store, StreamPosition},
 };
+use uuid::Uuid;
 
 /// The notification channel the `case_events` trigger notifies.
 const CHANNEL: &str = "invoice_case_events";
+
+/// Deletions of subscriptions a stream may fall behind by before it checks
+/// its subscription in the database instead.
+const DELETIONS_BUFFER: usize = 64;
 
 /// Hands committed events to this process's subscribers.
 #[derive(Clone)]
@@ -62,6 +67,7 @@ impl WatchHub {
             ring,
             shutdown,
             streams: AtomicUsize::new(0),
+            deletions: broadcast::channel(DELETIONS_BUFFER).0,
         });
         let tasks = vec![
             tokio::spawn(read_log(shared.clone(), wake.clone(), start)),
@@ -94,8 +100,15 @@ impl WatchHub {
         valid_until: SystemTime,
         spec: WatchSpec,
     ) -> Result<WatchEvents, WatchError> {
-        // Counted before any database work: a refusal costs nothing, and
-        // the count includes streams still opening.
+        let slot = self.reserve()?;
+        let prepared = self.prepare(slot, access, spec).await?;
+        Ok(self.open(prepared, valid_until, None))
+    }
+
+    /// Counts a stream about to open, before it does any database work (a
+    /// refusal costs nothing, and the count includes streams still
+    /// opening); from here on it also hears of deleted subscriptions.
+    pub fn reserve(&self) -> Result<StreamSlot, WatchError> {
         let open = self.shared.streams.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("invoice_cases_watch_streams").increment(1.0);
         let guard = StreamGuard(self.shared.clone());
@@ -103,6 +116,21 @@ impl WatchHub {
             drop(guard);
             return Err(WatchError::TooManyStreams);
         }
+        Ok(StreamSlot {
+            guard,
+            deletions: self.shared.deletions.subscribe(),
+        })
+    }
+
+    /// Resolves what `spec` asks for: the case it names (visible to
+    /// `access`) and where it starts. A snapshot start is only taken when
+    /// the stream runs, unless [`WatchHub::fix_start`] takes it first.
+    pub async fn prepare(
+        &self,
+        slot: StreamSlot,
+        access: &Access,
+        spec: WatchSpec,
+    ) -> Result<Prepared, WatchError> {
         let store = &self.shared.store;
         let mut filter = EventFilter {
             case_id: None,
@@ -148,17 +176,123 @@ impl WatchHub {
                 let bounds = store.log_bounds().await.map_err(WatchError::Store)?;
                 subscriber::Start::At(StreamPosition::at(bounds.pruned_through))
             }
-            WatchStart::WithSnapshot => subscriber::Start::Snapshot,
+            WatchStart::WithSnapshot => subscriber::Start::Snapshot(None),
         };
+        Ok(Prepared {
+            slot,
+            filter,
+            start,
+        })
+    }
+
+    /// A stream of a durable subscription's events from `position`, with
+    /// the subscription's filters and the caller's `access`.
+    pub fn prepare_resume(
+        &self,
+        slot: StreamSlot,
+        access: &Access,
+        case_id: Option<Uuid>,
+        account_id: Option<String>,
+        position: StreamPosition,
+    ) -> Prepared {
+        Prepared {
+            slot,
+            filter: EventFilter {
+                case_id,
+                account_id,
+                accounts: access.accounts.clone(),
+            },
+            start: subscriber::Start::At(position),
+        }
+    }
+
+    /// Where `prepared` starts: a snapshot start takes its snapshot now (the
+    /// stream then reads its cases), so that its position is known before
+    /// the stream runs.
+    pub async fn fix_start(&self, prepared: &mut Prepared) -> Result<StreamPosition, WatchError> {
+        if let subscriber::Start::Snapshot(None) = &prepared.start {
+            let snapshot = self.shared.store.begin_snapshot().await.map_err(|e| {
+                tracing::warn!(error = %e, "watch snapshot failed");
+                WatchError::SnapshotFailed
+            })?;
+            prepared.start = subscriber::Start::Snapshot(Some(Box::new(snapshot)));
+        }
+        match &prepared.start {
+            subscriber::Start::At(position) => Ok(position.clone()),
+            subscriber::Start::Snapshot(Some(snapshot)) => Ok(snapshot.position().clone()),
+            subscriber::Start::Snapshot(None) => Err(WatchError::SnapshotFailed),
+        }
+    }
+
+    /// Makes `prepared` start at `position` instead (giving up a snapshot
+    /// it took).
+    pub async fn restart_at(&self, prepared: &mut Prepared, position: StreamPosition) {
+        let earlier = std::mem::replace(&mut prepared.start, subscriber::Start::At(position));
+        if let subscriber::Start::Snapshot(Some(snapshot)) = earlier {
+            snapshot.abandon().await;
+        }
+    }
+
+    /// Gives up a prepared stream (and a snapshot it took).
+    pub async fn discard(&self, prepared: Prepared) {
+        if let subscriber::Start::Snapshot(Some(snapshot)) = prepared.start {
+            snapshot.abandon().await;
+        }
+    }
+
+    /// Runs the stream `prepared` is, for a caller whose token is valid
+    /// until `valid_until` (the stream ends then); the stream of the
+    /// durable subscription `subscription` (its id and name) ends when the
+    /// subscription is deleted.
+    pub fn open(
+        &self,
+        prepared: Prepared,
+        valid_until: SystemTime,
+        subscription: Option<(Uuid, String)>,
+    ) -> WatchEvents {
+        let Prepared {
+            slot,
+            filter,
+            start,
+        } = prepared;
+        let StreamSlot { guard, deletions } = slot;
         let settings = &self.shared.settings;
         let (outlet, stream) = response::channel(settings.subscriber_buffer);
         let shared = self.shared.clone();
         let expires = expiry(valid_until);
+        let watched = subscription.map(|(id, name)| subscriber::Watched::new(id, name, deletions));
         tokio::spawn(async move {
             let _guard = guard;
-            subscriber::run(shared, filter, start, expires, outlet).await;
+            subscriber::run(shared, filter, start, expires, outlet, watched).await;
         });
-        Ok(Box::pin(stream))
+        Box::pin(stream)
+    }
+}
+
+/// A stream counted, not yet started (see [`WatchHub::reserve`]).
+pub struct StreamSlot {
+    guard: StreamGuard,
+    deletions: broadcast::Receiver<Deletion>,
+}
+
+/// A stream whose filter and start are resolved (see
+/// [`WatchHub::prepare`]).
+pub struct Prepared {
+    slot: StreamSlot,
+    filter: EventFilter,
+    start: subscriber::Start,
+}
+
+impl Prepared {
+    /// The case the stream is limited to, if any.
+    pub fn case_id(&self) -> Option<Uuid> {
+        self.filter.case_id
+    }
+
+    /// The account the stream is limited to, if any (besides the caller's
+    /// access).
+    pub fn account_id(&self) -> Option<&str> {
+        self.filter.account_id.as_deref()
     }
 }
 
@@ -283,11 +417,13 @@ async fn listen(shared: Arc<Shared>, database_url: String, wake: Arc<Notify>) {
     loop {
         match crate::store::connect(&database_url).await {
             Ok(mut conn) => {
-                let listen = diesel::sql_query(format!("LISTEN {CHANNEL}"));
-                match diesel_async::RunQueryDsl::execute(listen, &mut conn).await {
-                    Ok(_) => {
+                let listen = format!("LISTEN {CHANNEL}; LISTEN {SUBSCRIPTIONS_CHANNEL}");
+                match diesel_async::SimpleAsyncConnection::batch_execute(&mut conn, &listen).await {
+                    Ok(()) => {
                         backoff = Backoff::default();
                         wake.notify_one();
+                        // Deletions while it did not listen went unheard.
+                        let _ = shared.deletions.send(Deletion::Recheck);
                         let mut present = false;
                         loop {
                             let lost = {
@@ -297,6 +433,11 @@ async fn listen(shared: Arc<Shared>, database_url: String, wake: Arc<Notify>) {
                                 loop {
                                     tokio::select! {
                                         notification = notifications.next() => match notification {
+                                            Some(Ok(n)) if n.channel == SUBSCRIPTIONS_CHANNEL => {
+                                                if let Ok(id) = Uuid::parse_str(&n.payload) {
+                                                    let _ = shared.deletions.send(Deletion::Of(id));
+                                                }
+                                            }
                                             Some(Ok(_)) => wake.notify_one(),
                                             Some(Err(e)) => {
                                                 tracing::warn!(error = %e, "watch listener lost its connection");

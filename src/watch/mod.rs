@@ -11,6 +11,11 @@
 //!   its own cursor. Memory stays bounded whatever the clients do.
 //! * A cursor names a position in the log, valid on every replica and
 //!   across restarts.
+//! * A durable subscription's stream (see `store::subscriptions`) is a
+//!   stream from the subscription's position that also ends when the
+//!   subscription is deleted: each replica's listener hears the deletion
+//!   (`LISTEN/NOTIFY`) and tells the streams, and after it reconnects every
+//!   subscription stream checks its subscription once in the database.
 
 //!
 //! The module speaks the store's and the domain's terms: the API checks a
@@ -28,7 +33,7 @@ use std::{pin::Pin, time::Duration};
 use futures::Stream;
 
 pub use encoded::Encoded;
-pub use hub::WatchHub;
+pub use hub::{Prepared, StreamSlot, WatchHub};
 
 use crate::store::{CaseKey, StoreError};
 
@@ -78,6 +83,9 @@ pub enum WatchError {
     SnapshotNotRead,
     /// The snapshot could not be read.
     SnapshotFailed,
+    /// The stream's durable subscription was deleted; `cursor` is where it
+    /// stood (a new watch may start after it).
+    SubscriptionDeleted { name: String, cursor: String },
 }
 
 /// Why a stream was interrupted.

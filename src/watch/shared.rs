@@ -33,6 +33,16 @@ pub(super) enum Published {
     Horizon(EventPosition),
 }
 
+/// What the watch listener tells subscription streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Deletion {
+    /// This subscription was deleted (a notification).
+    Of(Uuid),
+    /// Notifications may have been missed (the listener reconnected): every
+    /// subscription stream checks that its subscription still exists.
+    Recheck,
+}
+
 pub(super) struct Shared {
     pub store: Store,
     /// Wakes the reader (a notification, a new stream).
@@ -41,6 +51,8 @@ pub(super) struct Shared {
     pub ring: broadcast::Sender<Arc<Published>>,
     pub shutdown: watch::Receiver<bool>,
     pub streams: AtomicUsize,
+    /// Deletions of subscriptions, to the streams of subscriptions.
+    pub deletions: broadcast::Sender<Deletion>,
 }
 
 /// Retry delays: exponential from 100 ms to 5 s, each with random jitter

@@ -7,29 +7,91 @@ use std::sync::{
 };
 
 use tokio::{
-    sync::{broadcast::error::RecvError, mpsc},
+    sync::{
+        broadcast::{
+            self,
+            error::{RecvError, TryRecvError},
+        },
+        mpsc,
+    },
     time::Instant,
 };
+use uuid::Uuid;
 
 use super::{
     Interruption, WatchError, cursor,
     encoded::Encoded,
     response::Outlet,
-    shared::{Backoff, Published, Shared, shut_down},
+    shared::{Backoff, Deletion, Published, Shared, shut_down},
 };
 use crate::{
     convert,
     pb::{self, watch_state_changes_response::Kind},
-    store::{EventFilter, EventPosition, LogPage, StoreError, StreamPosition},
+    store::{EventFilter, EventPosition, LogPage, Snapshot, StoreError, StreamPosition},
 };
 
 /// Where a stream starts.
-#[derive(Debug, Clone)]
 pub(super) enum Start {
     /// After this position.
     At(StreamPosition),
-    /// With a snapshot of the matching cases.
-    Snapshot,
+    /// With a snapshot of the matching cases (taken already, or by the
+    /// stream).
+    Snapshot(Option<Box<Snapshot>>),
+}
+
+/// The durable subscription a stream is of: the stream ends when it is
+/// deleted.
+pub(super) struct Watched {
+    id: Uuid,
+    name: String,
+    deletions: broadcast::Receiver<Deletion>,
+    /// Deletions may have been missed: check the database.
+    recheck: bool,
+}
+
+impl Watched {
+    pub fn new(id: Uuid, name: String, deletions: broadcast::Receiver<Deletion>) -> Self {
+        Watched {
+            id,
+            name,
+            deletions,
+            recheck: false,
+        }
+    }
+
+    /// Takes what the listener said so far without waiting: whether this
+    /// subscription was deleted (a missed notification only marks a
+    /// recheck).
+    fn deleted(&mut self) -> bool {
+        loop {
+            match self.deletions.try_recv() {
+                Ok(Deletion::Of(id)) if id == self.id => return true,
+                Ok(Deletion::Of(_)) => {}
+                Ok(Deletion::Recheck) | Err(TryRecvError::Lagged(_)) => self.recheck = true,
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return false,
+            }
+        }
+    }
+}
+
+/// Waits until the listener says something about `watched` (never, for a
+/// stream of no subscription): true when it was deleted, false when it must
+/// be checked in the database.
+async fn deletion(watched: &mut Option<Watched>) -> bool {
+    let Some(watched) = watched else {
+        return std::future::pending().await;
+    };
+    loop {
+        match watched.deletions.recv().await {
+            Ok(Deletion::Of(id)) if id == watched.id => return true,
+            Ok(Deletion::Of(_)) => {}
+            Ok(Deletion::Recheck) | Err(RecvError::Lagged(_)) => {
+                watched.recheck = true;
+                return false;
+            }
+            Err(RecvError::Closed) => return std::future::pending().await,
+        }
+    }
 }
 
 /// How many failed (unreachable or timed-out) database reads in a row a
@@ -52,6 +114,7 @@ pub(super) async fn run(
     start: Start,
     expires: Option<Instant>,
     outlet: Outlet,
+    watched: Option<Watched>,
 ) {
     let Outlet { messages, end } = outlet;
     let mut stream = Stream {
@@ -61,13 +124,14 @@ pub(super) async fn run(
         position: StreamPosition::at(EventPosition { txid: 0, id: 0 }),
         last_sent: Instant::now(),
         expires,
+        watched,
     };
     let result = match start {
         Start::At(position) => {
             stream.position = position;
             stream.follow().await
         }
-        Start::Snapshot => match stream.snapshot().await {
+        Start::Snapshot(taken) => match stream.snapshot(taken).await {
             Ok(()) => stream.follow().await,
             Err(stop) => Err(stop),
         },
@@ -88,6 +152,8 @@ struct Stream {
     last_sent: Instant,
     /// When the caller's token expires.
     expires: Option<Instant>,
+    /// The durable subscription the stream is of, if any.
+    watched: Option<Watched>,
 }
 
 /// Resolves at `at`, or never.
@@ -134,33 +200,43 @@ impl Stream {
     }
 
     /// Sends the matching cases as of one snapshot, then the marker.
-    async fn snapshot(&mut self) -> Result<(), Stop> {
+    async fn snapshot(&mut self, taken: Option<Box<Snapshot>>) -> Result<(), Stop> {
         let settings = &self.shared.settings;
         let tx = self.tx.clone();
         let timeout = settings.snapshot_send_timeout;
-        let store = self.shared.store.clone();
         let cut_short = Arc::new(AtomicBool::new(false));
-        let result = store
-            .snapshot_cases(&self.filter, settings.snapshot_page, |cases| {
-                let tx = tx.clone();
-                let cut_short = cut_short.clone();
-                async move {
-                    for case in cases {
-                        let message = Encoded::of(&pb::WatchStateChangesResponse {
-                            kind: Some(Kind::SnapshotCase(convert::invoice_case(case))),
-                        });
-                        match tokio::time::timeout(timeout, tx.send(message)).await {
-                            Ok(Ok(())) => {}
-                            _ => {
-                                cut_short.store(true, Ordering::Relaxed);
-                                return false;
+        let snapshot = match taken {
+            Some(snapshot) => Ok(*snapshot),
+            None => self.shared.store.begin_snapshot().await,
+        };
+        let page = settings.snapshot_page;
+        let filter = &self.filter;
+        let result = match snapshot {
+            Err(e) => Err(e),
+            Ok(snapshot) => {
+                snapshot
+                    .read_cases(filter, page, |cases| {
+                        let tx = tx.clone();
+                        let cut_short = cut_short.clone();
+                        async move {
+                            for case in cases {
+                                let message = Encoded::of(&pb::WatchStateChangesResponse {
+                                    kind: Some(Kind::SnapshotCase(convert::invoice_case(case))),
+                                });
+                                match tokio::time::timeout(timeout, tx.send(message)).await {
+                                    Ok(Ok(())) => {}
+                                    _ => {
+                                        cut_short.store(true, Ordering::Relaxed);
+                                        return false;
+                                    }
+                                }
                             }
+                            true
                         }
-                    }
-                    true
-                }
-            })
-            .await;
+                    })
+                    .await
+            }
+        };
         if self.tx.is_closed() {
             return Err(Stop::ClientGone);
         }
@@ -206,6 +282,7 @@ impl Stream {
             // The reader reads only while someone listens: wake it.
             self.shared.wake.notify_one();
             self.catch_up().await?;
+            self.check_subscription().await?;
             loop {
                 tokio::select! {
                     item = ring.recv() => match item {
@@ -221,7 +298,15 @@ impl Stream {
                     // The timer is not moved by every message: when it
                     // fires, it sends progress only if the stream has been
                     // idle that long, else waits for the rest.
+                    deleted = deletion(&mut self.watched) => {
+                        if deleted {
+                            return Err(Stop::End(self.subscription_deleted()));
+                        }
+                        self.check_subscription().await?;
+                    }
                     _ = &mut progress => {
+                        // A check that failed is tried again here.
+                        self.check_subscription().await?;
                         let due = self.last_sent + interval;
                         if Instant::now() >= due {
                             let cursor = cursor::encode(&self.position);
@@ -328,6 +413,9 @@ impl Stream {
             if self.expires.is_some_and(|at| Instant::now() >= at) {
                 return Err(Stop::End(self.expired()));
             }
+            if self.watched.as_mut().is_some_and(Watched::deleted) {
+                return Err(Stop::End(self.subscription_deleted()));
+            }
             let more = page.more;
             for event in page.events {
                 let mut after = self.position.clone();
@@ -340,6 +428,44 @@ impl Stream {
                 self.position.advance(page.horizon);
                 return Ok(());
             }
+        }
+    }
+
+    /// Checks in the database that the stream's subscription still exists,
+    /// when notifications of its deletion may have been missed; a check
+    /// that fails is left for the next progress interval.
+    async fn check_subscription(&mut self) -> Result<(), Stop> {
+        let Some(watched) = self.watched.as_mut() else {
+            return Ok(());
+        };
+        if watched.deleted() {
+            return Err(Stop::End(self.subscription_deleted()));
+        }
+        if !watched.recheck {
+            return Ok(());
+        }
+        match self.shared.store.subscription_exists(watched.id).await {
+            Ok(true) => {
+                watched.recheck = false;
+                Ok(())
+            }
+            Ok(false) => Err(Stop::End(self.subscription_deleted())),
+            Err(e) => {
+                tracing::warn!(error = %e, "watch stream cannot check its subscription");
+                Ok(())
+            }
+        }
+    }
+
+    /// The subscription was deleted: where the stream stood.
+    fn subscription_deleted(&self) -> WatchError {
+        WatchError::SubscriptionDeleted {
+            name: self
+                .watched
+                .as_ref()
+                .map(|w| w.name.clone())
+                .unwrap_or_default(),
+            cursor: cursor::encode(&self.position),
         }
     }
 

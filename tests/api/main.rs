@@ -5,6 +5,7 @@ mod edits;
 mod helpers;
 mod lifecycle;
 mod process;
+mod subscriptions;
 mod tools;
 mod watch;
 mod watch_helpers;

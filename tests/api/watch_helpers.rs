@@ -16,6 +16,7 @@ pub fn watch(case_id: &str, account_id: &str, start: Option<Start>) -> WatchStat
         case_id: case_id.to_owned(),
         account_id: account_id.to_owned(),
         start,
+        subscription: String::new(),
     }
 }
 

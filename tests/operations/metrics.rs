@@ -680,3 +680,61 @@ async fn edits_count_as_update_transitions_and_an_edit_that_changes_nothing_does
         "two edits changed something, one did not"
     );
 }
+
+#[tokio::test]
+async fn subscription_rpcs_are_counted_under_their_names() {
+    let (server, metrics) = serve_with_metrics().await;
+    let mut admin = server.admin().await;
+    create(&mut admin, "ACME", 1).await;
+    let mut stream = open(
+        &mut admin,
+        pb::WatchStateChangesRequest {
+            subscription: "metered".into(),
+            ..watch(
+                "",
+                "",
+                Some(pb::watch_state_changes_request::Start::FromBeginning(
+                    pb::watch_state_changes_request::FromBeginning {},
+                )),
+            )
+        },
+    )
+    .await;
+    let event = read_events(&mut stream, 1).await.remove(0);
+    drop(stream);
+    ok(admin
+        .acknowledge_state_changes(pb::AcknowledgeStateChangesRequest {
+            subscription: "metered".into(),
+            cursor: event.cursor,
+        })
+        .await);
+    ok(admin
+        .list_subscriptions(pb::ListSubscriptionsRequest::default())
+        .await);
+    for code in [Code::Ok, Code::NotFound] {
+        let result = admin
+            .delete_subscription(pb::DeleteSubscriptionRequest {
+                name: "metered".into(),
+            })
+            .await;
+        assert_eq!(result.map_or_else(|s| s.code(), |_| Code::Ok), code);
+    }
+    let handled = |samples: &[Sample], method: &str, code: &str| {
+        total(
+            samples,
+            "grpc_server_handled_total",
+            &[
+                ("grpc_service", SERVICE),
+                ("grpc_method", method),
+                ("grpc_code", code),
+            ],
+        )
+    };
+    let samples = scrape_until(metrics, "the subscription calls", |samples| {
+        handled(samples, "DeleteSubscription", "NotFound") == 1.0
+    })
+    .await;
+    assert_eq!(handled(&samples, "AcknowledgeStateChanges", "OK"), 1.0);
+    assert_eq!(handled(&samples, "ListSubscriptions", "OK"), 1.0);
+    assert_eq!(handled(&samples, "DeleteSubscription", "OK"), 1.0);
+}

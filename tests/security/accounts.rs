@@ -306,6 +306,7 @@ async fn open(
             case_id: case_id.to_owned(),
             account_id: account_id.to_owned(),
             start,
+            subscription: String::new(),
         })
         .await
         .expect("open a watch")

@@ -220,6 +220,9 @@ enum Hostile {
     Get(pb::GetInvoiceCaseRequest),
     History(pb::ListStateChangesRequest),
     Watch(pb::WatchStateChangesRequest),
+    Acknowledge(pb::AcknowledgeStateChangesRequest),
+    ListSubscriptions(pb::ListSubscriptionsRequest),
+    DeleteSubscription(pb::DeleteSubscriptionRequest),
 }
 
 impl Hostile {
@@ -233,6 +236,9 @@ impl Hostile {
             Hostile::Get(r) => r.encoded_len(),
             Hostile::History(r) => r.encoded_len(),
             Hostile::Watch(r) => r.encoded_len(),
+            Hostile::Acknowledge(r) => r.encoded_len(),
+            Hostile::ListSubscriptions(r) => r.encoded_len(),
+            Hostile::DeleteSubscription(r) => r.encoded_len(),
         }
     }
 
@@ -255,6 +261,9 @@ impl Hostile {
             Hostile::List(r) => client.list_invoice_cases(r).await.map(drop),
             Hostile::Get(r) => client.get_invoice_case(r).await.map(drop),
             Hostile::History(r) => client.list_state_changes(r).await.map(drop),
+            Hostile::Acknowledge(r) => client.acknowledge_state_changes(r).await.map(drop),
+            Hostile::ListSubscriptions(r) => client.list_subscriptions(r).await.map(drop),
+            Hostile::DeleteSubscription(r) => client.delete_subscription(r).await.map(drop),
             Hostile::Watch(r) => {
                 // A stream that opens must also start well: its first
                 // message (a progress message at the latest) is not an
@@ -395,14 +404,35 @@ fn hostile(known: &Known) -> BoxedStrategy<Hostile> {
         Just(Some(Start::FromNow(FromNow {}))),
     ];
     let watch_case = prop_oneof![Just(String::new()), case_id(known)];
-    let watch = (watch_case, text(), start)
-        .prop_map(|(case_id, account_id, start)| {
+    let watch = (watch_case, text(), start, subscription())
+        .prop_map(|(case_id, account_id, start, subscription)| {
             Hostile::Watch(pb::WatchStateChangesRequest {
                 case_id,
                 account_id,
                 start,
+                subscription,
             })
         })
+        .boxed();
+    let cursor = prop_oneof![text(), "[A-Za-z0-9_-]{0,40}"];
+    let acknowledge = (subscription(), cursor)
+        .prop_map(|(subscription, cursor)| {
+            Hostile::Acknowledge(pb::AcknowledgeStateChangesRequest {
+                subscription,
+                cursor,
+            })
+        })
+        .boxed();
+    let list_subscriptions = (any::<i32>(), text())
+        .prop_map(|(page_size, page_token)| {
+            Hostile::ListSubscriptions(pb::ListSubscriptionsRequest {
+                page_size,
+                page_token,
+            })
+        })
+        .boxed();
+    let delete_subscription = subscription()
+        .prop_map(|name| Hostile::DeleteSubscription(pb::DeleteSubscriptionRequest { name }))
         .boxed();
     prop_oneof![
         create,
@@ -412,7 +442,21 @@ fn hostile(known: &Known) -> BoxedStrategy<Hostile> {
         list,
         get,
         history,
-        watch
+        watch,
+        acknowledge,
+        list_subscriptions,
+        delete_subscription
+    ]
+    .boxed()
+}
+
+/// A subscription name: none, one of a few (so that the owner's limit is
+/// never reached), or any text.
+fn subscription() -> BoxedStrategy<String> {
+    prop_oneof![
+        Just(String::new()),
+        prop::sample::select(vec!["hostile-a", "hostile.b", "hostile_c"]).prop_map(String::from),
+        text(),
     ]
     .boxed()
 }
@@ -645,6 +689,7 @@ async fn a_nul_character_in_a_filter_or_watch_value_is_a_client_error() {
             case_id: String::new(),
             account_id: "A\u{0}".into(),
             start: start.clone(),
+            subscription: String::new(),
         })
         .send(&mut admin)
         .await;
@@ -819,7 +864,7 @@ fn without_echo(message: &str, input: &str) -> String {
 /// request.
 type Decodes = fn(&[u8]) -> bool;
 
-const METHODS: [(&str, Decodes); 15] = [
+const METHODS: [(&str, Decodes); 18] = [
     ("CreateInvoiceCase", |b| {
         pb::CreateInvoiceCaseRequest::decode(b).is_ok()
     }),
@@ -854,6 +899,15 @@ const METHODS: [(&str, Decodes); 15] = [
     }),
     ("WatchStateChanges", |b| {
         pb::WatchStateChangesRequest::decode(b).is_ok()
+    }),
+    ("AcknowledgeStateChanges", |b| {
+        pb::AcknowledgeStateChangesRequest::decode(b).is_ok()
+    }),
+    ("ListSubscriptions", |b| {
+        pb::ListSubscriptionsRequest::decode(b).is_ok()
+    }),
+    ("DeleteSubscription", |b| {
+        pb::DeleteSubscriptionRequest::decode(b).is_ok()
     }),
 ];
 

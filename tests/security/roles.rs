@@ -16,10 +16,17 @@ use crate::{
 /// submits and cancels; `agent` is a viewer that also makes every
 /// transition (Assign to me included); `admin` does everything. Requesters
 /// and agents both edit cases and lines (the states decide which fields).
+/// Durable subscriptions are watches (and their acknowledgements) for
+/// whoever may watch; listing and deleting them is the admin's.
 fn allowed(role: &str, rpc: Rpc) -> bool {
     let read = matches!(
         rpc,
-        Rpc::Get | Rpc::List | Rpc::ListStateChanges | Rpc::Watch
+        Rpc::Get
+            | Rpc::List
+            | Rpc::ListStateChanges
+            | Rpc::Watch
+            | Rpc::WatchSubscription
+            | Rpc::AcknowledgeStateChanges
     );
     match role {
         "viewer" => read,

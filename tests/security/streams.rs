@@ -31,6 +31,7 @@ fn watch(case_id: &str, start: Option<Start>) -> pb::WatchStateChangesRequest {
         case_id: case_id.to_owned(),
         account_id: String::new(),
         start,
+        subscription: String::new(),
     }
 }
 

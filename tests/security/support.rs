@@ -209,6 +209,10 @@ pub enum Rpc {
     Watch,
     UpdateCase,
     UpdateLine,
+    WatchSubscription,
+    AcknowledgeStateChanges,
+    ListSubscriptions,
+    DeleteSubscription,
 }
 
 /// What a call names: a case, one of its lines, and an account.
@@ -245,7 +249,7 @@ impl Target {
 
 impl Rpc {
     /// Every one.
-    pub const ALL: [Rpc; 17] = [
+    pub const ALL: [Rpc; 21] = [
         Rpc::Create,
         Rpc::Get,
         Rpc::List,
@@ -263,6 +267,10 @@ impl Rpc {
         Rpc::Watch,
         Rpc::UpdateCase,
         Rpc::UpdateLine,
+        Rpc::WatchSubscription,
+        Rpc::AcknowledgeStateChanges,
+        Rpc::ListSubscriptions,
+        Rpc::DeleteSubscription,
     ];
 
     /// The method name of the service.
@@ -285,6 +293,10 @@ impl Rpc {
             Rpc::Watch => "WatchStateChanges",
             Rpc::UpdateCase => "UpdateInvoiceCase",
             Rpc::UpdateLine => "UpdateCaseLine",
+            Rpc::WatchSubscription => "WatchStateChanges (subscription)",
+            Rpc::AcknowledgeStateChanges => "AcknowledgeStateChanges",
+            Rpc::ListSubscriptions => "ListSubscriptions",
+            Rpc::DeleteSubscription => "DeleteSubscription",
         }
     }
 
@@ -292,7 +304,15 @@ impl Rpc {
     pub fn mutates_a_case(self) -> bool {
         !matches!(
             self,
-            Rpc::Create | Rpc::Get | Rpc::List | Rpc::ListStateChanges | Rpc::Watch
+            Rpc::Create
+                | Rpc::Get
+                | Rpc::List
+                | Rpc::ListStateChanges
+                | Rpc::Watch
+                | Rpc::WatchSubscription
+                | Rpc::AcknowledgeStateChanges
+                | Rpc::ListSubscriptions
+                | Rpc::DeleteSubscription
         )
     }
 
@@ -380,6 +400,7 @@ impl Rpc {
                     case_id: id.to_owned(),
                     account_id: String::new(),
                     start: Some(Start::FromBeginning(FromBeginning {})),
+                    subscription: String::new(),
                 })
                 .await
                 .map(drop),
@@ -412,6 +433,59 @@ impl Rpc {
                 })
                 .await
                 .map(drop),
+            // A durable subscription of the caller's own, created by the
+            // watch (and, to acknowledge or delete it, left there).
+            Rpc::WatchSubscription => subscribe(client, id).await.map(drop),
+            Rpc::AcknowledgeStateChanges => {
+                let (name, cursor) = subscribe(client, id).await?;
+                client
+                    .acknowledge_state_changes(pb::AcknowledgeStateChangesRequest {
+                        subscription: name,
+                        cursor,
+                    })
+                    .await
+                    .map(drop)
+            }
+            Rpc::ListSubscriptions => client
+                .list_subscriptions(pb::ListSubscriptionsRequest::default())
+                .await
+                .map(drop),
+            Rpc::DeleteSubscription => {
+                // Named whether or not the caller could create it.
+                let name = match subscribe(client, id).await {
+                    Ok((name, _)) => name,
+                    Err(_) => "never-created".to_owned(),
+                };
+                client
+                    .delete_subscription(pb::DeleteSubscriptionRequest { name })
+                    .await
+                    .map(drop)
+            }
+        }
+    }
+}
+
+/// Creates a durable subscription of `case_id` from the beginning with a
+/// watch by `client`; returns its name and the cursor of the first event
+/// it delivered.
+async fn subscribe(client: &mut Client, case_id: &str) -> Result<(String, String), Status> {
+    let name = format!("roles-{}", uuid::Uuid::new_v4().simple());
+    let mut stream = client
+        .watch_state_changes(pb::WatchStateChangesRequest {
+            case_id: case_id.to_owned(),
+            account_id: String::new(),
+            start: Some(Start::FromBeginning(FromBeginning {})),
+            subscription: name.clone(),
+        })
+        .await?
+        .into_inner();
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no event within 10 s"))??
+            .ok_or_else(|| Status::unknown("the stream ended"))?;
+        if let Some(pb::watch_state_changes_response::Kind::Event(event)) = message.kind {
+            return Ok((name, event.cursor));
         }
     }
 }

@@ -1,0 +1,3 @@
+DROP TABLE subscriptions;
+DROP DOMAIN log_position;
+DROP DOMAIN subscription_name;
