@@ -331,7 +331,7 @@ pub struct TokenArgs {
     #[arg(long)]
     pub sub: String,
 
-    /// Roles: viewer, requester, agent, admin.
+    /// Roles: viewer, requester, agent, lead, admin.
     #[arg(long, value_delimiter = ',', required = true)]
     pub roles: Vec<String>,
 

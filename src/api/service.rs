@@ -15,7 +15,7 @@ use crate::{
     auth::{AuthError, Authenticator, Caller, Permission},
     convert,
     domain::Command,
-    domain::values::{MAX_IDENTIFIER, identifier},
+    domain::values::{MAX_ACTOR, MAX_IDENTIFIER, identifier, optional_text, required_text},
     pb::{self, invoice_case_service_server::InvoiceCaseService},
     store::{self, CaseKey, Idempotency, MutationMeta, Store, StoredResponse},
     telemetry,
@@ -205,6 +205,7 @@ mutation!(
     pb::RemoveCaseLineRequest,
     pb::SubmitCaseRequest,
     pb::AssignToMeRequest,
+    pb::AssignCaseRequest,
     pb::RequestInformationRequest,
     pb::InformationReceivedRequest,
     pb::CloseCaseRequest,
@@ -443,6 +444,24 @@ impl InvoiceCaseService for InvoiceCaseApi {
     ) -> Result<Response<pb::InvoiceCase>, Status> {
         self.mutate(request, "AssignToMe", Permission::Work, |_, _| {
             Some(store::Request::Command(Command::AssignToMe))
+        })
+        .await
+    }
+
+    async fn assign_case(
+        &self,
+        request: Request<pb::AssignCaseRequest>,
+    ) -> Result<Response<pb::InvoiceCase>, Status> {
+        self.mutate(request, "AssignCase", Permission::Assign, |r, v| {
+            let assignee = v.check("assignee", required_text(&r.assignee, MAX_ACTOR));
+            let group = v.check(
+                "assignment_group",
+                optional_text(&r.assignment_group, MAX_IDENTIFIER),
+            );
+            Some(store::Request::Command(Command::Assign {
+                assignee: assignee?,
+                group: group?,
+            }))
         })
         .await
     }

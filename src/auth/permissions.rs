@@ -11,6 +11,8 @@ pub enum Role {
     Requester,
     /// Viewer, and every transition (Assign to me included).
     Agent,
+    /// Agent, and assigns cases to agents (AssignCase).
+    Lead,
     /// Everything.
     Admin,
 }
@@ -30,6 +32,8 @@ pub enum Permission {
     /// AssignToMe, RequestInformation, InformationReceived, ProposeSolution,
     /// CloseCase, SetLineState.
     Work,
+    /// AssignCase: a case to a named agent and group.
+    Assign,
     /// UpdateInvoiceCase, UpdateCaseLine (the states decide which fields).
     Edit,
     /// ListSubscriptions, DeleteSubscription: every caller's durable
@@ -39,7 +43,13 @@ pub enum Permission {
 
 impl Role {
     /// Every role.
-    pub const ALL: [Role; 4] = [Role::Viewer, Role::Requester, Role::Agent, Role::Admin];
+    pub const ALL: [Role; 5] = [
+        Role::Viewer,
+        Role::Requester,
+        Role::Agent,
+        Role::Lead,
+        Role::Admin,
+    ];
 
     /// The role of a `roles` claim entry.
     pub fn parse(name: &str) -> Option<Role> {
@@ -52,6 +62,7 @@ impl Role {
             Role::Viewer => "viewer",
             Role::Requester => "requester",
             Role::Agent => "agent",
+            Role::Lead => "lead",
             Role::Admin => "admin",
         }
     }
@@ -69,6 +80,7 @@ impl Role {
                 )
             }
             Role::Agent => matches!(permission, Read | SubmitOrCancel | Work | Edit),
+            Role::Lead => matches!(permission, Read | SubmitOrCancel | Work | Edit | Assign),
         }
     }
 }
@@ -82,6 +94,7 @@ impl fmt::Display for Permission {
             Permission::SubmitOrCancel => "submitting or canceling cases",
             Permission::Work => "working on cases",
             Permission::Edit => "editing cases",
+            Permission::Assign => "assigning cases to agents",
             Permission::ManageSubscriptions => "managing subscriptions",
         })
     }
@@ -101,6 +114,7 @@ mod tests {
             SubmitOrCancel,
             Work,
             Edit,
+            Assign,
             ManageSubscriptions,
         ];
         let allowed = |role: Role| -> Vec<Permission> {
@@ -112,6 +126,10 @@ mod tests {
             [Read, Create, EditLines, SubmitOrCancel, Edit]
         );
         assert_eq!(allowed(Role::Agent), [Read, SubmitOrCancel, Work, Edit]);
+        assert_eq!(
+            allowed(Role::Lead),
+            [Read, SubmitOrCancel, Work, Edit, Assign]
+        );
         assert_eq!(allowed(Role::Admin), all);
     }
 }

@@ -54,7 +54,7 @@ fn label(action: Action) -> &'static str {
         Action::Cancel => "Cancel",
         Action::SetLineState => "Set line state",
         Action::Update => "Update",
-        Action::Assign => "Assign",
+        Action::Assign => "Assign case",
         Action::AcceptSolution => "Accept solution",
         Action::RejectSolution => "Reject solution",
         Action::AddComment => "Add comment",
@@ -180,6 +180,10 @@ fn commands(case: &Case) -> Vec<Command> {
     let mut commands = vec![
         Command::Submit,
         Command::AssignToMe,
+        Command::Assign {
+            assignee: "agent-2".into(),
+            group: None,
+        },
         Command::RequestInformation,
         Command::InformationReceived,
         Command::Close,

@@ -864,7 +864,7 @@ fn without_echo(message: &str, input: &str) -> String {
 /// request.
 type Decodes = fn(&[u8]) -> bool;
 
-const METHODS: [(&str, Decodes); 18] = [
+const METHODS: [(&str, Decodes); 19] = [
     ("CreateInvoiceCase", |b| {
         pb::CreateInvoiceCaseRequest::decode(b).is_ok()
     }),
@@ -880,6 +880,7 @@ const METHODS: [(&str, Decodes); 18] = [
     }),
     ("SubmitCase", |b| pb::SubmitCaseRequest::decode(b).is_ok()),
     ("AssignToMe", |b| pb::AssignToMeRequest::decode(b).is_ok()),
+    ("AssignCase", |b| pb::AssignCaseRequest::decode(b).is_ok()),
     ("RequestInformation", |b| {
         pb::RequestInformationRequest::decode(b).is_ok()
     }),

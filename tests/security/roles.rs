@@ -14,7 +14,8 @@ use crate::{
 /// server's own table: `viewer` reads, lists, reads history and watches;
 /// `requester` is a viewer that also creates, adds and removes lines,
 /// submits and cancels; `agent` is a viewer that also makes every
-/// transition (Assign to me included); `admin` does everything. Requesters
+/// transition (Assign to me included); `lead` is an agent that also assigns
+/// cases to agents (AssignCase); `admin` does everything. Requesters
 /// and agents both edit cases and lines (the states decide which fields).
 /// Durable subscriptions are watches (and their acknowledgements) for
 /// whoever may watch; listing and deleting them is the admin's.
@@ -28,6 +29,20 @@ fn allowed(role: &str, rpc: Rpc) -> bool {
             | Rpc::WatchSubscription
             | Rpc::AcknowledgeStateChanges
     );
+    let agent = read
+        || matches!(
+            rpc,
+            Rpc::Submit
+                | Rpc::AssignToMe
+                | Rpc::RequestInformation
+                | Rpc::InformationReceived
+                | Rpc::ProposeSolution
+                | Rpc::Close
+                | Rpc::Cancel
+                | Rpc::SetLineState
+                | Rpc::UpdateCase
+                | Rpc::UpdateLine
+        );
     match role {
         "viewer" => read,
         "requester" => {
@@ -42,21 +57,8 @@ fn allowed(role: &str, rpc: Rpc) -> bool {
                     | Rpc::UpdateLine
             )
         }
-        "agent" => {
-            read || matches!(
-                rpc,
-                Rpc::Submit
-                    | Rpc::AssignToMe
-                    | Rpc::RequestInformation
-                    | Rpc::InformationReceived
-                    | Rpc::ProposeSolution
-                    | Rpc::Close
-                    | Rpc::Cancel
-                    | Rpc::SetLineState
-                    | Rpc::UpdateCase
-                    | Rpc::UpdateLine
-            )
-        }
+        "agent" => agent,
+        "lead" => agent || rpc == Rpc::AssignCase,
         "admin" => true,
         _ => false,
     }
@@ -102,7 +104,7 @@ async fn check(admin: &mut Client, client: &mut Client, who: &str, may: bool, rp
 async fn every_role_may_call_exactly_the_rpcs_of_the_matrix() {
     let app = spawn_app().await;
     let mut admin = app.admin().await;
-    for role in ["viewer", "requester", "agent", "admin"] {
+    for role in ["viewer", "requester", "agent", "lead", "admin"] {
         let mut client = app.client_for(&format!("{role}-user"), &[role]).await;
         for rpc in Rpc::ALL {
             check(&mut admin, &mut client, role, allowed(role, rpc), rpc).await;

@@ -199,6 +199,7 @@ pub enum Rpc {
     RemoveLine,
     Submit,
     AssignToMe,
+    AssignCase,
     RequestInformation,
     InformationReceived,
     ProposeSolution,
@@ -249,7 +250,7 @@ impl Target {
 
 impl Rpc {
     /// Every one.
-    pub const ALL: [Rpc; 21] = [
+    pub const ALL: [Rpc; 22] = [
         Rpc::Create,
         Rpc::Get,
         Rpc::List,
@@ -257,6 +258,7 @@ impl Rpc {
         Rpc::RemoveLine,
         Rpc::Submit,
         Rpc::AssignToMe,
+        Rpc::AssignCase,
         Rpc::RequestInformation,
         Rpc::InformationReceived,
         Rpc::ProposeSolution,
@@ -283,6 +285,7 @@ impl Rpc {
             Rpc::RemoveLine => "RemoveCaseLine",
             Rpc::Submit => "SubmitCase",
             Rpc::AssignToMe => "AssignToMe",
+            Rpc::AssignCase => "AssignCase",
             Rpc::RequestInformation => "RequestInformation",
             Rpc::InformationReceived => "InformationReceived",
             Rpc::ProposeSolution => "ProposeSolution",
@@ -319,7 +322,7 @@ impl Rpc {
     /// The state a case must be in for the call to succeed.
     pub fn needs(self) -> CaseState {
         match self {
-            Rpc::AssignToMe => CaseState::New,
+            Rpc::AssignToMe | Rpc::AssignCase => CaseState::New,
             Rpc::RequestInformation | Rpc::ProposeSolution | Rpc::SetLineState => {
                 CaseState::WorkInProgress
             }
@@ -372,6 +375,15 @@ impl Rpc {
                 .map(drop),
             Rpc::Submit => client.submit_case(submit(id)).await.map(drop),
             Rpc::AssignToMe => client.assign_to_me(assign(id)).await.map(drop),
+            Rpc::AssignCase => client
+                .assign_case(pb::AssignCaseRequest {
+                    case_id: id.to_owned(),
+                    assignee: "agent-7".into(),
+                    assignment_group: "billing".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
             Rpc::RequestInformation => client.request_information(request_info(id)).await.map(drop),
             Rpc::InformationReceived => client
                 .information_received(info_received(id))

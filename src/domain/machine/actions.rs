@@ -164,6 +164,33 @@ impl Work<'_> {
         Ok(())
     }
 
+    /// AssignCase: a NEW case is taken into work for the assignee as
+    /// Assign to me takes it for the caller; an open or RESOLVED case
+    /// changes hands without a state change. The event records the
+    /// assignee and the group from and to; the same assignment again
+    /// changes nothing and commits nothing.
+    pub(super) fn assign(
+        &mut self,
+        assignee: String,
+        group: Option<String>,
+    ) -> Result<(), DomainError> {
+        self.require_case(&[
+            CaseState::New,
+            CaseState::WorkInProgress,
+            CaseState::AwaitingInfo,
+            CaseState::Resolved,
+        ])?;
+        let old_assignee = self.case.assigned_to.replace(assignee.clone());
+        self.record_field(None, "assigned_to", old_assignee, Some(assignee));
+        let old_group = std::mem::replace(&mut self.case.assignment_group, group.clone());
+        self.record_field(None, "assignment_group", old_group, group);
+        if self.case.state == CaseState::New {
+            self.set_case_state(CaseState::WorkInProgress, Cause::Direct);
+            self.cascade_lines(LineState::New, LineState::WorkInProgress);
+        }
+        Ok(())
+    }
+
     pub(super) fn propose_solution(
         &mut self,
         solution: ProposeSolution,

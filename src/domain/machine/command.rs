@@ -41,6 +41,12 @@ pub enum Command {
         target: LineState,
         resolution: LineResolution,
     },
+    /// AssignCase: the case to a named agent, and its assignment group
+    /// (`None` clears it).
+    Assign {
+        assignee: String,
+        group: Option<String>,
+    },
     /// UpdateInvoiceCase: new values of case fields, in the request's
     /// order.
     UpdateCase {
@@ -68,6 +74,7 @@ impl Command {
             Command::Close => Action::Close,
             Command::Cancel => Action::Cancel,
             Command::SetLineState { .. } => Action::SetLineState,
+            Command::Assign { .. } => Action::Assign,
             Command::UpdateCase { .. } | Command::UpdateLine { .. } => Action::Update,
         }
     }

@@ -144,14 +144,16 @@ impl LineField {
 }
 
 /// Whether a decision of `action` with these changes commits nothing: an
-/// edit that changed no field (every other action is an event even when
-/// it changes no state).
+/// edit or an assignment that changed no field (every other action is an
+/// event even when it changes no state).
 pub(super) fn commits_nothing(
     action: Action,
     changes: &[StateChange],
     field_changes: &[FieldChange],
 ) -> bool {
-    action == Action::Update && changes.is_empty() && field_changes.is_empty()
+    matches!(action, Action::Update | Action::Assign)
+        && changes.is_empty()
+        && field_changes.is_empty()
 }
 
 impl Decision {

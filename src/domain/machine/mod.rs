@@ -66,6 +66,7 @@ pub fn decide(case: &Case, command: Command, ctx: Context<'_>) -> Result<Decisio
         Command::RemoveLine { line } => work.remove_line(&line)?,
         Command::Submit => work.submit()?,
         Command::AssignToMe => work.assign_to_me()?,
+        Command::Assign { assignee, group } => work.assign(assignee, group)?,
         Command::RequestInformation => {
             work.require_case(&[CaseState::WorkInProgress])?;
             work.set_case_state(CaseState::AwaitingInfo, Cause::Direct);

@@ -60,6 +60,11 @@ enum Step {
     RemoveLine(Pick),
     Submit,
     AssignToMe,
+    /// AssignCase to one of a few agents, with or without a group.
+    Assign {
+        agent: u8,
+        grouped: bool,
+    },
     RequestInformation,
     InformationReceived,
     ProposeSolution {
@@ -115,6 +120,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => pick().prop_map(Step::RemoveLine),
         2 => Just(Step::Submit),
         2 => Just(Step::AssignToMe),
+        1 => (0..3u8, any::<bool>()).prop_map(|(agent, grouped)| Step::Assign { agent, grouped }),
         1 => Just(Step::RequestInformation),
         1 => Just(Step::InformationReceived),
         2 => (
@@ -190,6 +196,10 @@ fn command(step: &Step, case: &Case, lines: &mut Sequence) -> Command {
         },
         Step::Submit => Command::Submit,
         Step::AssignToMe => Command::AssignToMe,
+        Step::Assign { agent, grouped } => Command::Assign {
+            assignee: format!("agent-{agent}"),
+            group: grouped.then(|| "billing".to_owned()),
+        },
         Step::RequestInformation => Command::RequestInformation,
         Step::InformationReceived => Command::InformationReceived,
         Step::ProposeSolution {
@@ -324,6 +334,26 @@ fn run(
                 line_states(&before)
             )));
         }
+        if let Command::Assign { assignee, group } = &command {
+            prop_assert_eq!(decision.case.assigned_to.as_ref(), Some(assignee));
+            prop_assert_eq!(&decision.case.assignment_group, group);
+            // The same assignment again commits nothing; another one
+            // changes the assignee or group, and a state only from NEW.
+            if decision.is_no_op() {
+                prop_assert_eq!(&decision.case, &before);
+                prop_assert!(decision.field_changes.is_empty());
+                continue;
+            }
+            prop_assert!(!decision.field_changes.is_empty());
+            if before.state != CaseState::New {
+                prop_assert!(decision.changes.is_empty(), "{:?}", decision.changes);
+                prop_assert_eq!(decision.case.revision, before.revision + 1);
+                prop_assert_eq!(decision.case.state, before.state);
+                case = decision.case;
+                replay(&log, &case)?;
+                continue;
+            }
+        }
         prop_assert_eq!(decision.case.revision, before.revision + 1);
         prop_assert_eq!(decision.case.update_time, now);
         // At least one change; the first, and only the first, is DIRECT,
@@ -386,6 +416,10 @@ fn run(
         for command in [
             Command::Submit,
             Command::AssignToMe,
+            Command::Assign {
+                assignee: "agent-9".into(),
+                group: None,
+            },
             Command::RequestInformation,
             Command::InformationReceived,
             Command::Close,
